@@ -1,0 +1,25 @@
+# `make demo` sets everything up on a fresh machine and runs the embedded default job;
+# `make test` runs the tests (what CI runs, see .ci/run).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[trainer,operator,dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+# A short ResNet50 training on the CPU with generated data.
+demo: setup
+	$(BIN)/resnet50-train --preset cpu-smoke --output-dir runs/cpu-smoke
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check trainer operator tests benchmarks

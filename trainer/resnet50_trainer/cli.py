@@ -1,0 +1,49 @@
+"""`resnet50-train`: parse, launch one process per GPU when asked, train; errors in one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from resnet50_trainer.config import parse_config
+from resnet50_trainer.errors import ConfigError, TrainerError
+
+log = logging.getLogger("resnet50_trainer")
+
+
+def _configure_logging(is_main: bool) -> None:
+    handler = logging.StreamHandler(sys.stdout if is_main else sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.propagate = False
+
+
+def one_line(exc: TrainerError) -> str:
+    """The message, also when a DataLoader worker re-raised it with its traceback inside."""
+    text = str(exc).strip()
+    if "\nOriginal Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    from resnet50_trainer.launch import needs_launch
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _configure_logging(is_main=os.environ.get("RANK", "0") == "0")
+    try:
+        cfg = parse_config(argv, os.environ)
+        if needs_launch(cfg, os.environ):
+            from resnet50_trainer.launch import launch
+
+            sys.exit(launch(cfg, argv))
+        from resnet50_trainer.train import run
+
+        run(cfg)
+    except TrainerError as exc:
+        # Every process of a node meets the same configuration error: one reports it.
+        if not (isinstance(exc, ConfigError) and os.environ.get("LOCAL_RANK", "0") != "0"):
+            print(f"resnet50-train: error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,357 @@
+"""The training configuration, its command line and the named presets.
+
+Precedence, lowest first: the defaults of `TrainConfig`, the chosen `--preset`,
+torchrun's PET_* environment (set on PyTorchJob-style pods), then options given on
+the command line. Option names follow
+torchvision's references/classification/train.py so existing commands carry over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from resnet50_trainer.errors import ConfigError
+
+PRECISIONS = ("fp32", "amp", "bf16")
+LR_SCHEDULERS = ("step", "cosine")
+# torchvision's scheduler names, accepted so its commands keep working.
+LR_SCHEDULER_ALIASES = {"steplr": "step", "multisteplr": "step", "cosineannealinglr": "cosine"}
+DATA_BACKENDS = ("pytorch", "synthetic")
+IMAGENET_TRAIN_SIZE = 1_281_167
+IMAGENET_VAL_SIZE = 50_000
+# The variables torchrun reads its flags from; PyTorchJob-style pods carry them.
+PET_VARIABLES = {
+    "PET_NNODES": "nnodes",
+    "PET_NPROC_PER_NODE": "nproc_per_node",
+    "PET_NODE_RANK": "node_rank",
+    "PET_MASTER_ADDR": "master_addr",
+    "PET_MASTER_PORT": "master_port",
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Data
+    data_path: str | None = None
+    data_backend: str = "pytorch"
+    synthetic_train_size: int = IMAGENET_TRAIN_SIZE
+    synthetic_val_size: int = IMAGENET_VAL_SIZE
+    num_classes: int | None = None  # from the dataset; 1000 for synthetic data
+    train_crop_size: int = 224
+    val_resize_size: int = 256
+    val_crop_size: int = 224
+    workers: int = 8
+    # Model
+    model: str = "resnet50"
+    zero_init_residual: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    precision: str = "fp32"
+    sync_bn: bool = False
+    # Placement and launch
+    device: str = "auto"
+    dist_backend: str | None = None
+    nproc_per_node: int | None = None
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    # Optimisation
+    batch_size: int = 32
+    global_batch_size: int | None = None
+    epochs: int = 90
+    lr: float | None = None
+    base_lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    norm_weight_decay: float | None = None
+    bias_weight_decay: float | None = None
+    lr_scheduler: str = "step"
+    lr_steps: tuple[int, ...] = (30, 60, 80)
+    lr_gamma: float = 0.1
+    lr_min: float = 0.0
+    lr_warmup_epochs: float = 0.0
+    lr_warmup_decay: float = 0.01
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    model_ema: bool = False
+    model_ema_steps: int = 32
+    model_ema_decay: float = 0.99998
+    # Evaluation, checkpoints, reporting
+    eval_every: int = 1
+    test_only: bool = False
+    output_dir: str = "runs/resnet50"
+    resume: str | None = None
+    keep_checkpoints: int = 3
+    print_freq: int = 10
+    seed: int = 0
+    preset: str | None = None
+
+    def per_process_batch(self, world_size: int) -> int:
+        if self.global_batch_size is None:
+            return self.batch_size
+        return self.global_batch_size // world_size
+
+    def peak_lr(self, world_size: int) -> float:
+        """--lr, or --base-lr (per 256 images) scaled linearly to the global batch."""
+        if self.lr is not None:
+            return self.lr
+        return self.base_lr * self.per_process_batch(world_size) * world_size / 256
+
+
+# The reference results (BI-V100, ../seeds) give the per-card batch size and precision
+# of each configuration; the recipe around them is torchvision's 90-epoch ResNet50
+# recipe (SGD 0.9, 0.1 per 256 images, wd 1e-4, step decay), with a 5-epoch linear
+# warm-up on several cards because the linearly scaled LR is large (Goyal et al. 2017).
+_MULTI_CARD = {"lr_warmup_epochs": 5.0}
+_AMP = {"precision": "amp", "channels_last": True}
+PRESETS: dict[str, dict[str, Any]] = {
+    "fp32-1card": {"nproc_per_node": 1, "batch_size": 280},
+    "amp-1card": {"nproc_per_node": 1, "batch_size": 300, **_AMP},
+    "fp32-4cards": {"nproc_per_node": 4, "batch_size": 300, **_MULTI_CARD},
+    "amp-4cards": {"nproc_per_node": 4, "batch_size": 512, **_AMP, **_MULTI_CARD},
+    "fp32-8cards": {"nproc_per_node": 8, "batch_size": 300, **_MULTI_CARD},
+    "amp-8cards": {"nproc_per_node": 8, "batch_size": 480, **_AMP, **_MULTI_CARD},
+    "fp32-16cards": {"nnodes": 2, "nproc_per_node": 8, "batch_size": 300, **_MULTI_CARD},
+    "amp-16cards": {"nnodes": 2, "nproc_per_node": 8, "batch_size": 480, **_AMP, **_MULTI_CARD},
+    # PaddleClas ResNet50.yaml: 4 cards x 64, piecewise decay at 30/60/90 of 120 epochs.
+    "paddleclas-fp32-4cards": {
+        "nproc_per_node": 4,
+        "batch_size": 64,
+        "epochs": 120,
+        "lr_steps": (30, 60, 90),
+    },
+    # A short CPU run on generated data: the README's demo and the kind smoke job.
+    "cpu-smoke": {
+        "data_backend": "synthetic",
+        "device": "cpu",
+        "synthetic_train_size": 128,
+        "synthetic_val_size": 40,
+        "num_classes": 10,
+        "train_crop_size": 32,
+        "val_resize_size": 32,
+        "val_crop_size": 32,
+        "batch_size": 16,
+        "epochs": 2,
+        "workers": 0,
+        "print_freq": 2,
+    },
+}
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _default(name: str) -> Any:
+    return _FIELDS[name].default
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _scheduler(text: str) -> str:
+    name = LR_SCHEDULER_ALIASES.get(text.lower(), text.lower())
+    if name not in LR_SCHEDULERS:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice {text!r} (choose from {', '.join(LR_SCHEDULERS)})"
+        )
+    return name
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Every default is SUPPRESSed so that only options the user typed reach the
+    # namespace; defaults come from TrainConfig and the preset (see module doc).
+    p = _Parser(
+        prog="resnet50-train",
+        description="Train ResNet50 on ImageNet with PyTorch DDP.",
+        argument_default=argparse.SUPPRESS,
+    )
+
+    def add(*flags: str, dest: str, help: str, **kw: Any) -> None:
+        if "action" not in kw or kw["action"] is argparse.BooleanOptionalAction:
+            help = f"{help} (default: {_default(dest)})"
+        g.add_argument(*flags, dest=dest, help=help, **kw)  # g: the group being filled
+
+    g: argparse._ActionsContainer = p
+    add("--preset", dest="preset", choices=sorted(PRESETS), help="a reference configuration")
+    g = p.add_argument_group("data")
+    add("--data-path", dest="data_path", help="ImageNet root: train/ and val/ folders or lists")
+    add("--data-backend", dest="data_backend", choices=DATA_BACKENDS, help="input pipeline")
+    g.add_argument("--synthetic", dest="data_backend", action="store_const", const="synthetic",
+                   help="random tensors, no disk I/O (same as --data-backend synthetic)")
+    add("--synthetic-train-size", dest="synthetic_train_size", type=_positive_int,
+        help="images per synthetic training epoch")
+    add("--synthetic-val-size", dest="synthetic_val_size", type=_positive_int,
+        help="images in the synthetic validation set")
+    add("--num-classes", dest="num_classes", type=_positive_int,
+        help="classes of the model's head; taken from the dataset when not given")
+    add("--train-crop-size", dest="train_crop_size", type=_positive_int, help="RandomResizedCrop")
+    add("--val-resize-size", dest="val_resize_size", type=_positive_int, help="val Resize")
+    add("--val-crop-size", dest="val_crop_size", type=_positive_int, help="val CenterCrop")
+    add("-j", "--workers", dest="workers", type=int, help="DataLoader workers per process")
+
+    g = p.add_argument_group("model and precision")
+    add("--model", dest="model", help="torchvision classification model")
+    add("--zero-init-residual", dest="zero_init_residual", action=argparse.BooleanOptionalAction,
+        help="zero-init the last BN of every residual block")
+    add("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction,
+        help="NHWC memory format")
+    add("--compile", dest="compile", action=argparse.BooleanOptionalAction, help="torch.compile")
+    add("--precision", dest="precision", choices=PRECISIONS,
+        help="amp = fp16 autocast with a GradScaler; bf16 = bf16 autocast")
+    g.add_argument("--amp", dest="precision", action="store_const", const="amp",
+                   help="same as --precision amp")
+    add("--sync-bn", dest="sync_bn", action=argparse.BooleanOptionalAction,
+        help="synchronise BatchNorm statistics across processes")
+
+    g = p.add_argument_group("placement and launch")
+    add("--device", dest="device", choices=("auto", "cuda", "cpu"), help="auto = cuda if any")
+    add("--dist-backend", dest="dist_backend", choices=("nccl", "gloo"),
+        help="default: nccl on GPU, gloo on CPU")
+    add("--nproc-per-node", dest="nproc_per_node", type=_positive_int,
+        help="processes on this machine (default: the preset's, else 1); more than one "
+        "launches them through torchrun")
+    add("--nnodes", dest="nnodes", type=_positive_int, help="machines in the job")
+    add("--node-rank", dest="node_rank", type=int, help="this machine's index, 0 is the master")
+    add("--master-addr", dest="master_addr", help="address of the node with --node-rank 0")
+    add("--master-port", dest="master_port", type=int, help="rendezvous port on the master")
+
+    g = p.add_argument_group("optimisation")
+    add("-b", "--batch-size", dest="batch_size", type=_positive_int, help="images per process")
+    add("--global-batch-size", dest="global_batch_size", type=_positive_int,
+        help="images per step over all processes, instead of --batch-size")
+    add("--epochs", dest="epochs", type=_positive_int, help="training epochs")
+    add("--lr", dest="lr", type=_non_negative_float, help="peak learning rate; default: "
+        "--base-lr scaled to the global batch")
+    add("--base-lr", dest="base_lr", type=_non_negative_float,
+        help="learning rate per 256 images, used when --lr is not given")
+    add("--momentum", dest="momentum", type=_non_negative_float, help="SGD momentum")
+    add("--nesterov", dest="nesterov", action=argparse.BooleanOptionalAction, help="Nesterov")
+    add("--wd", "--weight-decay", dest="weight_decay", type=_non_negative_float,
+        help="weight decay")
+    add("--norm-weight-decay", dest="norm_weight_decay", type=_non_negative_float,
+        help="weight decay of normalisation layers (0 excludes them); default: --wd")
+    add("--bias-weight-decay", dest="bias_weight_decay", type=_non_negative_float,
+        help="weight decay of biases (0 excludes them); default: --wd")
+    add("--lr-scheduler", dest="lr_scheduler", type=_scheduler, help="step or cosine")
+    add("--lr-steps", dest="lr_steps", type=_positive_int, nargs="+",
+        help="epochs at which the step schedule multiplies the LR by --lr-gamma")
+    add("--lr-gamma", dest="lr_gamma", type=_non_negative_float, help="step decay factor")
+    add("--lr-min", dest="lr_min", type=_non_negative_float, help="cosine floor")
+    add("--lr-warmup-epochs", dest="lr_warmup_epochs", type=_non_negative_float,
+        help="linear warm-up length, stepped per iteration")
+    add("--lr-warmup-decay", dest="lr_warmup_decay", type=_non_negative_float,
+        help="warm-up starts at this fraction of the LR")
+    add("--label-smoothing", dest="label_smoothing", type=_non_negative_float,
+        help="label smoothing")
+    add("--mixup-alpha", dest="mixup_alpha", type=_non_negative_float, help="mixup alpha, 0=off")
+    add("--cutmix-alpha", dest="cutmix_alpha", type=_non_negative_float,
+        help="cutmix alpha, 0=off")
+    add("--model-ema", dest="model_ema", action=argparse.BooleanOptionalAction,
+        help="keep an exponential moving average of the weights")
+    add("--model-ema-steps", dest="model_ema_steps", type=_positive_int,
+        help="iterations between EMA updates")
+    add("--model-ema-decay", dest="model_ema_decay", type=_non_negative_float,
+        help="EMA decay per epoch-normalised step")
+
+    g = p.add_argument_group("evaluation, checkpoints and reporting")
+    add("--eval-every", dest="eval_every", type=_positive_int,
+        help="evaluate every N epochs (and always after the last)")
+    add("--test-only", dest="test_only", action=argparse.BooleanOptionalAction,
+        help="only evaluate the checkpoint (--resume, else the newest in --output-dir)")
+    add("--output-dir", dest="output_dir", help="checkpoints, metrics.jsonl; resumed from")
+    add("--resume", dest="resume", help="checkpoint to start from instead of the newest one")
+    add("--keep-checkpoints", dest="keep_checkpoints", type=_positive_int,
+        help="per-epoch checkpoints kept (best.pt is kept apart)")
+    add("--print-freq", dest="print_freq", type=_positive_int, help="log every N steps")
+    add("--seed", dest="seed", type=int, help="random seed")
+    return p
+
+
+def _launch_values_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, key in PET_VARIABLES.items():
+        if name not in env:
+            continue
+        if key == "master_addr":
+            values[key] = env[name]
+            continue
+        try:
+            values[key] = int(env[name])
+        except ValueError:
+            raise ConfigError(f"environment variable {name}={env[name]!r} must be a number") from None
+    return values
+
+
+def parse_config(argv: list[str], env: Mapping[str, str] | None = None) -> TrainConfig:
+    """Parse a command line into a validated TrainConfig (ConfigError on bad input)."""
+    given = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    if given.get("preset"):
+        values.update(PRESETS[given["preset"]])
+    values.update(_launch_values_from_env(env or {}))
+    values.update(given)
+    if "lr_steps" in values:
+        values["lr_steps"] = tuple(values["lr_steps"])
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Checks that need no dataset and no process group."""
+    if cfg.data_backend != "synthetic" and not cfg.data_path:
+        raise ConfigError("--data-path is required (or --synthetic for generated data)")
+    if cfg.workers < 0:
+        raise ConfigError(f"--workers must not be negative, got {cfg.workers}")
+    if list(cfg.lr_steps) != sorted(set(cfg.lr_steps)):
+        raise ConfigError(f"--lr-steps must increase, got {' '.join(map(str, cfg.lr_steps))}")
+    if cfg.lr_warmup_epochs >= cfg.epochs:
+        raise ConfigError(
+            f"--lr-warmup-epochs ({cfg.lr_warmup_epochs:g}) must be shorter than "
+            f"--epochs ({cfg.epochs})"
+        )
+    if not 0 <= cfg.node_rank < cfg.nnodes:
+        raise ConfigError(f"--node-rank must be in 0..{cfg.nnodes - 1}, got {cfg.node_rank}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ConfigError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.model_ema and not 0 < cfg.model_ema_decay < 1:
+        raise ConfigError(f"--model-ema-decay must be in (0, 1), got {cfg.model_ema_decay}")
+
+
+def validate_world(cfg: TrainConfig, world_size: int) -> None:
+    """Checks that need the number of processes."""
+    if cfg.global_batch_size is not None:
+        if cfg.global_batch_size < world_size:
+            raise ConfigError(
+                f"--global-batch-size {cfg.global_batch_size} is smaller than the "
+                f"{world_size} processes of the job: every process needs at least one image"
+            )
+        if cfg.global_batch_size % world_size:
+            raise ConfigError(
+                f"--global-batch-size {cfg.global_batch_size} does not divide evenly over "
+                f"{world_size} processes"
+            )

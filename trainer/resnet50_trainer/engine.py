@@ -1,0 +1,169 @@
+"""One training epoch and an exact evaluation.
+
+The step does the same work whatever the options: autocast and the GradScaler are
+disabled objects in fp32 rather than branches, and losses stay on the device until a
+report is due, so the loop never waits on the GPU between reports.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet50_trainer.config import TrainConfig
+from resnet50_trainer.distributed import Placement, all_reduce_sum
+from resnet50_trainer.optim import lr_at, set_lr
+
+log = logging.getLogger(__name__)
+Mixer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class StepContext:
+    """Everything one training step needs, built once per run."""
+
+    cfg: TrainConfig
+    where: Placement
+    model: nn.Module  # the DDP-wrapped (and maybe compiled) model
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    peak_lr: float
+    steps_per_epoch: int
+    mixer: Mixer | None = None
+    ema: torch.optim.swa_utils.AveragedModel | None = None
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+
+    def autocast(self) -> torch.autocast:
+        return autocast_for(self.cfg.precision, self.where.device)
+
+
+def autocast_for(precision: str, device: torch.device) -> torch.autocast:
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    loss: float
+    images: int  # over all ranks
+    seconds: float
+    data_seconds: float  # rank 0's time waiting for batches
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    acc1: float
+    acc5: float
+    loss: float
+    images: int  # over all ranks: the whole validation set, each image once
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int) -> EpochResult:
+    """Train over `loader`; `first_step` is the global step this epoch starts at."""
+    cfg, device = ctx.cfg, ctx.where.device
+    batch_images = cfg.per_process_batch(ctx.where.world_size) * ctx.where.world_size
+    total_steps = cfg.epochs * ctx.steps_per_epoch
+    ctx.model.train()
+    window_loss = torch.zeros((), device=device)
+    epoch_loss_sum, epoch_steps, data_seconds, window_steps = 0.0, 0, 0.0, 0
+    start = window_start = time.perf_counter()
+    end = start
+    for i, (images, targets) in enumerate(loader):
+        data_seconds += time.perf_counter() - end
+        images = images.to(device, non_blocking=True, memory_format=ctx.memory_format)
+        targets = targets.to(device, non_blocking=True)
+        if ctx.mixer is not None:
+            images, targets = ctx.mixer(images, targets)
+        step = first_step + i
+        set_lr(ctx.optimizer, lr_at(step, cfg, ctx.peak_lr, ctx.steps_per_epoch))
+        with ctx.autocast():
+            loss = ctx.criterion(ctx.model(images), targets)
+        ctx.optimizer.zero_grad(set_to_none=True)
+        ctx.scaler.scale(loss).backward()
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+        if ctx.ema is not None and (step + 1) % cfg.model_ema_steps == 0:
+            ctx.ema.update_parameters(ctx.model)
+            if epoch < cfg.lr_warmup_epochs:  # as torchvision: no averaging during warm-up
+                ctx.ema.n_averaged.fill_(0)
+        window_loss += loss.detach()
+        window_steps += 1
+        last = i + 1 == ctx.steps_per_epoch
+        if window_steps == cfg.print_freq or last:
+            # The only host sync of the loop: one all-reduce per report.
+            reduced = all_reduce_sum(window_loss.float().reshape(1)).item()
+            mean_loss = reduced / (window_steps * ctx.where.world_size)
+            epoch_loss_sum += mean_loss * window_steps
+            epoch_steps += window_steps
+            _sync(device)
+            now = time.perf_counter()
+            rate = window_steps * batch_images / (now - window_start)
+            remaining = total_steps - (step + 1)
+            eta = remaining * (now - start) / (i + 1)
+            log.info(
+                "Epoch [%d/%d] [%*d/%d]  loss %.4f  lr %.5f  img/s %.1f  data %.3fs  eta %s",
+                epoch + 1, cfg.epochs, len(str(ctx.steps_per_epoch)), i + 1, ctx.steps_per_epoch,
+                mean_loss, ctx.optimizer.param_groups[0]["lr"], rate,
+                data_seconds / (i + 1), datetime.timedelta(seconds=round(eta)),
+            )
+            window_loss.zero_()
+            window_steps = 0
+            window_start = now
+        end = time.perf_counter()
+    seconds = time.perf_counter() - start
+    return EpochResult(
+        loss=epoch_loss_sum / max(1, epoch_steps),
+        images=epoch_steps * batch_images,
+        seconds=seconds,
+        data_seconds=data_seconds,
+    )
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader, where: Placement, cfg: TrainConfig) -> EvalResult:
+    """Acc@1/Acc@5 over every validation image exactly once across all ranks.
+
+    `model` must be the bare module, not the DDP wrapper: DDP's forward broadcasts
+    buffers, a collective that would hang when ranks hold different numbers of batches.
+    """
+    model.eval()
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    # correct@1, correct@5, loss sum, images: summed on the device, reduced once.
+    totals = torch.zeros(4, dtype=torch.float64, device=where.device)
+    for images, targets in loader:
+        images = images.to(where.device, non_blocking=True, memory_format=memory_format)
+        targets = targets.to(where.device, non_blocking=True)
+        with autocast_for(cfg.precision, where.device):
+            logits = model(images)
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hits = top.eq(targets[:, None])
+        totals[0] += hits[:, 0].sum()
+        totals[1] += hits.any(dim=1).sum()
+        totals[2] += F.cross_entropy(logits, targets, reduction="sum")
+        totals[3] += targets.numel()
+    all_reduce_sum(totals)
+    correct1, correct5, loss_sum, images = totals.tolist()
+    n = max(1.0, images)
+    return EvalResult(100 * correct1 / n, 100 * correct5 / n, loss_sum / n, int(images))

@@ -1,0 +1,27 @@
+"""Errors the trainer reports as one line and a distinct exit code.
+
+The exit codes are part of the trainer's contract with the operator: 2 and 3
+are never retried (the same input would fail again), while a crash (1) or a
+signal (128+N) may be.
+"""
+
+EXIT_CONFIG = 2
+EXIT_DATA = 3
+
+
+class TrainerError(Exception):
+    """An error caused by the user's input, reported without a stack trace."""
+
+    exit_code = 1
+
+
+class ConfigError(TrainerError):
+    """Bad options, a missing or inconsistent dataset, an incompatible checkpoint."""
+
+    exit_code = EXIT_CONFIG
+
+
+class DataError(TrainerError):
+    """A sample that cannot be read while training (a corrupt or unreadable image)."""
+
+    exit_code = EXIT_DATA

@@ -1,0 +1,254 @@
+"""A whole run: set up, resume, train and evaluate epoch by epoch, checkpoint, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from resnet50_trainer import checkpoint, distributed
+from resnet50_trainer.config import TrainConfig, validate_world
+from resnet50_trainer.data import build_batch_mixer, build_loaders
+from resnet50_trainer.distributed import Placement
+from resnet50_trainer.engine import EvalResult, StepContext, evaluate, train_one_epoch
+from resnet50_trainer.errors import ConfigError
+from resnet50_trainer.model import build_ema, build_model
+from resnet50_trainer.optim import build_optimizer
+from resnet50_trainer.progress import MetricsLog, format_duration, result_line
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int, epoch: int = 0, rank: int = 0) -> None:
+    """Random streams derived from (seed, epoch, rank): a job resumed at an epoch
+    boundary draws the same numbers as one that never stopped (with --workers 0;
+    DataLoader workers keep their own streams)."""
+    value = seed + 100_003 * epoch + rank
+    torch.manual_seed(value)
+    random.seed(value)
+
+
+@dataclasses.dataclass
+class Totals:
+    """Counters that continue across restarts (kept in every checkpoint)."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps completed
+    best_acc1: float | None = None
+    train_images: int = 0
+    train_seconds: float = 0.0
+    elapsed_seconds: float = 0.0  # wall time of all attempts, evaluation included
+
+    @property
+    def images_per_second(self) -> float:
+        return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+
+def compat_fields(cfg: TrainConfig, world_size: int, num_classes: int) -> dict[str, Any]:
+    """What a checkpoint must agree on to be continued."""
+    return {
+        "model": cfg.model,
+        "num_classes": num_classes,
+        "global_batch_size": cfg.per_process_batch(world_size) * world_size,
+        "lr_scheduler": cfg.lr_scheduler,
+        "model_ema": cfg.model_ema,
+    }
+
+
+def run(cfg: TrainConfig) -> None:
+    where = distributed.placement_from_env(cfg)
+    validate_world(cfg, where.world_size)
+    distributed.init(cfg, where)
+    try:
+        Run(cfg, where).execute()
+    finally:
+        distributed.shutdown()
+
+
+class Run:
+    def __init__(self, cfg: TrainConfig, where: Placement) -> None:
+        self.cfg, self.where = cfg, where
+        self.output_dir = Path(cfg.output_dir)
+        self.metrics = MetricsLog(self.output_dir) if where.is_main else None
+        if where.is_main:
+            checkpoint.remove_stale_temporaries(self.output_dir)
+        if where.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        seed_everything(cfg.seed)
+        self.loaders = build_loaders(cfg, where)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model = build_model(cfg, self.loaders.num_classes)
+        if cfg.sync_bn and where.world_size > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model.to(where.device, memory_format=self.memory_format)
+        self.optimizer = build_optimizer(self.model, cfg, where.device)
+        self.scaler = torch.amp.GradScaler(where.device.type, enabled=cfg.precision == "amp")
+        self.ema = build_ema(cfg, self.model, self.loaders.train_steps, where.world_size,
+                             where.device)
+        self.compat = compat_fields(cfg, where.world_size, self.loaders.num_classes)
+        self.totals = Totals()
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _find_checkpoint(self) -> Path | None:
+        if self.cfg.resume:
+            return Path(self.cfg.resume)
+        # Rank 0 picks, so every rank continues from the same file.
+        found = None
+        if self.where.is_main:
+            newest = checkpoint.newest_valid(self.output_dir)
+            found = str(newest[0]) if newest else None
+        found = distributed.broadcast_from_main(found)
+        return Path(found) if found else None
+
+    def restore(self) -> Path | None:
+        path = self._find_checkpoint()
+        if path is None:
+            return None
+        if not path.is_file():
+            raise ConfigError(
+                f"checkpoint {path} is not readable on rank {self.where.rank}"
+                + ("" if self.cfg.resume else ": --output-dir must be storage shared by all nodes")
+            )
+        try:
+            state = checkpoint.load(path)
+        except Exception as exc:
+            raise ConfigError(f"cannot load checkpoint {path}: {exc}") from None
+        checkpoint.check_compatible(state, self.compat, path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.totals = Totals(**state["totals"])
+        return path
+
+    def save(self, is_best: bool) -> None:
+        if not self.where.is_main:
+            return
+        state = {
+            "format": checkpoint.FORMAT_VERSION,
+            "epoch": self.totals.epoch,
+            "step": self.totals.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "compat": self.compat,
+            "totals": dataclasses.asdict(self.totals),
+            "config": dataclasses.asdict(self.cfg),
+        }
+        path = checkpoint.epoch_path(self.output_dir, self.totals.epoch)
+        checkpoint.save_atomic(state, path)
+        checkpoint.prune(self.output_dir, self.cfg.keep_checkpoints)
+        if is_best:
+            checkpoint.save_atomic(state, self.output_dir / checkpoint.BEST_NAME)
+        log.info("Saved %s", path)
+
+    # ------------------------------------------------------------ phases
+
+    def evaluate(self) -> EvalResult:
+        result = evaluate(self.model, self.loaders.val, self.where, self.cfg)
+        if result.images != self.loaders.val_size:  # the exactly-once contract
+            raise RuntimeError(
+                f"evaluated {result.images} images, the validation set has {self.loaders.val_size}"
+            )
+        log.info("Test: Acc@1 %.3f  Acc@5 %.3f  loss %.4f  (%d images)",
+                 result.acc1, result.acc5, result.loss, result.images)
+        if self.ema is not None:
+            ema = evaluate(self.ema.module, self.loaders.val, self.where, self.cfg)
+            log.info("Test (EMA): Acc@1 %.3f  Acc@5 %.3f", ema.acc1, ema.acc5)
+        return result
+
+    def execute(self) -> None:
+        started = time.perf_counter()
+        resumed_from = self.restore()
+        if resumed_from is not None:
+            log.info("Resumed from %s (epoch %d done, step %d)", resumed_from,
+                     self.totals.epoch, self.totals.step)
+        elif self.cfg.test_only:
+            raise ConfigError(
+                f"--test-only needs a checkpoint: none in {self.output_dir} and no --resume"
+            )
+        if self.metrics:
+            self.metrics.write("start", resumed_from=str(resumed_from) if resumed_from else None,
+                               epoch=self.totals.epoch, world_size=self.where.world_size)
+        if self.cfg.test_only:
+            result = self.evaluate()
+            if self.metrics:
+                self.metrics.write("test", **dataclasses.asdict(result))
+            return
+        self.train(started)
+
+    def train(self, started: float) -> None:
+        cfg, where = self.cfg, self.where
+        ddp = self.model
+        if where.world_size > 1:
+            device_ids = [where.local_rank] if where.device.type == "cuda" else None
+            ddp = DistributedDataParallel(self.model, device_ids=device_ids,
+                                          gradient_as_bucket_view=True)
+        ctx = StepContext(
+            cfg=cfg,
+            where=where,
+            model=torch.compile(ddp) if cfg.compile else ddp,
+            optimizer=self.optimizer,
+            scaler=self.scaler,
+            criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+            peak_lr=cfg.peak_lr(where.world_size),
+            steps_per_epoch=self.loaders.train_steps,
+            mixer=build_batch_mixer(cfg, self.loaders.num_classes),
+            ema=self.ema,
+        )
+        log.info("Training %s for %d epochs: %d processes x %d images, %d steps per epoch, "
+                 "peak lr %.4f, %s", cfg.model, cfg.epochs, where.world_size,
+                 cfg.per_process_batch(where.world_size), ctx.steps_per_epoch, ctx.peak_lr,
+                 cfg.precision + (" channels_last" if cfg.channels_last else ""))
+        final: EvalResult | None = None
+        elapsed_before = self.totals.elapsed_seconds
+        for epoch in range(self.totals.epoch, cfg.epochs):
+            seed_everything(cfg.seed, epoch, where.rank)
+            self.loaders.set_epoch(epoch)
+            trained = train_one_epoch(ctx, self.loaders.train, epoch, self.totals.step)
+            t = self.totals
+            t.epoch, t.step = epoch + 1, t.step + ctx.steps_per_epoch
+            t.train_images += trained.images
+            t.train_seconds += trained.seconds
+            result = None
+            if t.epoch % cfg.eval_every == 0 or t.epoch == cfg.epochs:
+                result = self.evaluate()
+            is_best = result is not None and (t.best_acc1 is None or result.acc1 > t.best_acc1)
+            if is_best:
+                t.best_acc1 = result.acc1
+            t.elapsed_seconds = elapsed_before + time.perf_counter() - started
+            log.info("Epoch %d/%d done: loss %.4f  %s  time %s  img/s %.1f (all ranks)",
+                     t.epoch, cfg.epochs, trained.loss,
+                     f"Acc@1 {result.acc1:.3f}  Acc@5 {result.acc5:.3f}" if result else "no eval",
+                     format_duration(trained.seconds), trained.images_per_second)
+            if self.metrics:
+                self.metrics.write(
+                    "epoch", epoch=t.epoch, epochs=cfg.epochs, step=t.step, loss=trained.loss,
+                    lr=self.optimizer.param_groups[0]["lr"],
+                    images_per_second=trained.images_per_second,
+                    epoch_seconds=trained.seconds, data_seconds=trained.data_seconds,
+                    **({"acc1": result.acc1, "acc5": result.acc5, "val_loss": result.loss,
+                        "val_images": result.images} if result else {}),
+                )
+            self.save(is_best)
+            final = result
+        if final is None:  # the job had finished before this start: report it again
+            final = self.evaluate()
+        self.totals.elapsed_seconds = elapsed_before + time.perf_counter() - started
+        line = result_line(final.acc1, self.totals.images_per_second,
+                           self.totals.elapsed_seconds, cfg.per_process_batch(where.world_size))
+        log.info("%s", line)
+        if self.metrics:
+            self.metrics.write("result", acc1=final.acc1, acc5=final.acc5,
+                               images_per_second=self.totals.images_per_second,
+                               elapsed_seconds=self.totals.elapsed_seconds, line=line)
