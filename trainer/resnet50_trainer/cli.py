@@ -13,6 +13,8 @@ log = logging.getLogger("resnet50_trainer")
 
 
 def _configure_logging(is_main: bool) -> None:
+    for old in list(log.handlers):  # main() may run more than once in one process (tests)
+        log.removeHandler(old)
     handler = logging.StreamHandler(sys.stdout if is_main else sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(handler)

@@ -1,0 +1,107 @@
+import pytest
+
+from resnet50_trainer.config import PRESETS, TrainConfig, parse_config, validate_world
+from resnet50_trainer.errors import ConfigError
+
+SYNTH = ["--synthetic"]
+
+
+def test_defaults_follow_torchvision_recipe():
+    cfg = parse_config(SYNTH)
+    assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.momentum, cfg.weight_decay) == (
+        "resnet50", 90, 32, 0.9, 1e-4)
+    assert cfg.precision == "fp32" and cfg.data_backend == "synthetic"
+
+
+def test_amp_is_an_alias_of_precision_amp():
+    assert parse_config([*SYNTH, "--amp"]).precision == "amp"
+    assert parse_config([*SYNTH, "--precision", "bf16"]).precision == "bf16"
+
+
+def test_preset_sets_defaults_and_command_line_wins():
+    cfg = parse_config(["--preset", "amp-8cards", *SYNTH])
+    assert (cfg.nproc_per_node, cfg.batch_size, cfg.precision, cfg.channels_last) == (
+        8, 480, "amp", True)
+    cfg = parse_config(["--preset", "amp-8cards", *SYNTH, "-b", "64", "--no-channels-last"])
+    assert (cfg.batch_size, cfg.channels_last) == (64, False)
+
+
+@pytest.mark.parametrize(
+    ("preset", "nodes", "procs", "batch", "precision"),
+    [
+        ("fp32-1card", 1, 1, 280, "fp32"),
+        ("amp-1card", 1, 1, 300, "amp"),
+        ("fp32-4cards", 1, 4, 300, "fp32"),
+        ("amp-4cards", 1, 4, 512, "amp"),
+        ("fp32-8cards", 1, 8, 300, "fp32"),
+        ("amp-8cards", 1, 8, 480, "amp"),
+        ("fp32-16cards", 2, 8, 300, "fp32"),
+        ("amp-16cards", 2, 8, 480, "amp"),
+    ],
+)
+def test_presets_match_the_reference_results(preset, nodes, procs, batch, precision):
+    cfg = TrainConfig(**PRESETS[preset])
+    assert (cfg.nnodes, cfg.nproc_per_node, cfg.batch_size, cfg.precision) == (
+        nodes, procs, batch, precision)
+
+
+def test_every_preset_is_valid():
+    for name in PRESETS:
+        args = ["--preset", name, *SYNTH]
+        if PRESETS[name].get("nnodes", 1) > 1:
+            args += ["--node-rank", "1", "--master-addr", "node0"]
+        parse_config(args)
+
+
+def test_pet_environment_sits_between_preset_and_command_line():
+    env = {"PET_NNODES": "3", "PET_NPROC_PER_NODE": "2", "PET_NODE_RANK": "1",
+           "PET_MASTER_ADDR": "job-0.job", "PET_MASTER_PORT": "23456"}
+    cfg = parse_config(["--preset", "fp32-16cards", *SYNTH], env)
+    assert (cfg.nnodes, cfg.nproc_per_node, cfg.node_rank, cfg.master_addr, cfg.master_port) == (
+        3, 2, 1, "job-0.job", 23456)
+    assert parse_config([*SYNTH, "--nnodes", "4"], env).nnodes == 4
+
+
+def test_bad_pet_variable_is_named():
+    with pytest.raises(ConfigError, match="PET_NPROC_PER_NODE='gpu' must be a number"):
+        parse_config(SYNTH, {"PET_NPROC_PER_NODE": "gpu"})
+
+
+def test_lr_scales_linearly_from_base_per_256_images():
+    cfg = parse_config([*SYNTH, "-b", "64"])
+    assert cfg.peak_lr(world_size=8) == pytest.approx(0.1 * 64 * 8 / 256)
+    assert parse_config([*SYNTH, "--lr", "0.5"]).peak_lr(world_size=8) == 0.5
+    assert parse_config([*SYNTH, "--base-lr", "0.2", "-b", "128"]).peak_lr(2) == pytest.approx(0.2)
+
+
+def test_torchvision_scheduler_names_are_accepted():
+    assert parse_config([*SYNTH, "--lr-scheduler", "cosineannealinglr"]).lr_scheduler == "cosine"
+    assert parse_config([*SYNTH, "--lr-scheduler", "steplr"]).lr_scheduler == "step"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "--data-path is required"),
+        ([*SYNTH, "--precision", "fp8"], "invalid choice: 'fp8'"),
+        ([*SYNTH, "-b", "0"], "must be at least 1"),
+        ([*SYNTH, "--lr-steps", "60", "30"], "--lr-steps must increase"),
+        ([*SYNTH, "--epochs", "5", "--lr-warmup-epochs", "5"], "must be shorter than --epochs"),
+        ([*SYNTH, "--nnodes", "2", "--node-rank", "2"], "--node-rank must be in 0..1"),
+        ([*SYNTH, "--lr-scheduler", "poly"], "invalid choice 'poly'"),
+        ([*SYNTH, "--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_bad_options_are_configuration_errors(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv)
+
+
+def test_global_batch_must_cover_and_divide_the_world():
+    cfg = parse_config([*SYNTH, "--global-batch-size", "6"])
+    validate_world(cfg, 3)
+    assert cfg.per_process_batch(3) == 2
+    with pytest.raises(ConfigError, match="smaller than the 8 processes"):
+        validate_world(cfg, 8)
+    with pytest.raises(ConfigError, match="does not divide evenly over 4 processes"):
+        validate_world(cfg, 4)
