@@ -203,3 +203,30 @@ def test_incompatible_checkpoint_is_refused_and_left_intact(tmp_path, folder_dat
     assert "was written by an incompatible configuration (num_classes: 3 in the checkpoint, " \
            "5 now)" in proc.stderr
     assert (out / "checkpoint_epoch0001.pt").read_bytes() == before
+
+
+def test_every_optional_feature_trains_checkpoints_and_resumes(tmp_path):
+    """amp (GradScaler), channels_last, EMA, mixup/cutmix, label smoothing, nesterov, warm-up
+    into cosine, zero-init residual: one short run, then a resume that restores them."""
+    out = tmp_path / "out"
+    args = ["--synthetic", "--synthetic-train-size", "4", "--synthetic-val-size", "3", "-b", "2",
+            "--num-classes", "10", "--amp", "--channels-last", "--model-ema",
+            "--model-ema-steps", "1", "--mixup-alpha", "0.2", "--cutmix-alpha", "1.0",
+            "--label-smoothing", "0.1", "--nesterov", "--lr-scheduler", "cosine",
+            "--lr-warmup-epochs", "0.5", "--norm-weight-decay", "0", "--zero-init-residual",
+            "--output-dir", str(out)]
+    first = run(*args, "--epochs", "1")
+    assert first.returncode == 0, first.stderr
+    assert "Test (EMA): Acc@1" in first.stdout
+    state = checkpoint.load(out / "checkpoint_epoch0001.pt")
+    assert state["scaler"]["scale"] > 0 and state["ema"]["n_averaged"] >= 0
+    second = run(*args, "--epochs", "2")
+    assert second.returncode == 0, second.stderr
+    assert "Resumed from" in second.stdout and epochs_of(out) == [1, 2]
+
+
+def test_sync_bn_on_cpu_is_a_configuration_error(tmp_path):
+    proc = run("--synthetic", "--synthetic-train-size", "4", "-b", "1", "--num-classes", "2",
+               "--sync-bn", "--nproc-per-node", "2", "--output-dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert "resnet50-train: error: --sync-bn needs GPUs" in proc.stderr

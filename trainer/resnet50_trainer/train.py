@@ -86,6 +86,8 @@ class Run:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model = build_model(cfg, self.loaders.num_classes)
         if cfg.sync_bn and where.world_size > 1:
+            if where.device.type != "cuda":
+                raise ConfigError("--sync-bn needs GPUs: SyncBatchNorm does not run on the CPU")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(where.device, memory_format=self.memory_format)
         self.optimizer = build_optimizer(self.model, cfg, where.device)
