@@ -20,7 +20,7 @@ def write_image(path: Path, colour: tuple[int, int, int], rng: random.Random) ->
         for y in range(size[1]):
             r, g, b = pixels[x, y]
             n = rng.randint(-40, 40)
-            pixels[x, y] = (max(0, min(255, r + n)), max(0, min(255, g + n)), max(0, min(255, b + n)))
+            pixels[x, y] = tuple(max(0, min(255, v + n)) for v in (r, g, b))
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, "JPEG", quality=90)
 

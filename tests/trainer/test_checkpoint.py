@@ -2,7 +2,6 @@ import os
 
 import pytest
 import torch
-
 from resnet50_trainer import checkpoint
 from resnet50_trainer.errors import ConfigError
 

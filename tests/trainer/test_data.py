@@ -3,7 +3,6 @@ import shutil
 import pytest
 import torch
 from jpeg_datasets import make_folder_dataset, write_lists
-
 from resnet50_trainer.config import parse_config
 from resnet50_trainer.data import (
     ImageSamples,
@@ -94,7 +93,7 @@ def test_val_label_unknown_to_training(tmp_path):
     root = make_folder_dataset(tmp_path / "ds", classes=2, train_per_class=1, val_per_class=1)
     write_lists(root, with_split_prefix=True)
     (root / "val_list.txt").write_text("val/n01440764/ILSVRC2012_val_00000000.JPEG 7\n")
-    with pytest.raises(ConfigError, match="has label 7, but the training list has only labels 0..1"):
+    with pytest.raises(ConfigError, match="has label 7, but the training list has only labels"):
         discover(root)
 
 

@@ -75,7 +75,7 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or not _REQUIRED_KEYS <= state.keys():
         raise ValueError("not a resnet50-train checkpoint")
     if state["format"] != FORMAT_VERSION:
-        raise ValueError(f"checkpoint format {state['format']}, this trainer reads {FORMAT_VERSION}")
+        raise ValueError(f"format {state['format']}, this trainer reads {FORMAT_VERSION}")
     return state
 
 

@@ -302,7 +302,7 @@ def _launch_values_from_env(env: Mapping[str, str]) -> dict[str, Any]:
         try:
             values[key] = int(env[name])
         except ValueError:
-            raise ConfigError(f"environment variable {name}={env[name]!r} must be a number") from None
+            raise ConfigError(f"{name}={env[name]!r} in the environment must be a number") from None
     return values
 
 
