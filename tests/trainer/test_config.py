@@ -62,7 +62,7 @@ def test_pet_environment_sits_between_preset_and_command_line():
 
 
 def test_bad_pet_variable_is_named():
-    with pytest.raises(ConfigError, match="PET_NPROC_PER_NODE='gpu' in the environment must be a number"):
+    with pytest.raises(ConfigError, match="PET_NPROC_PER_NODE='gpu' in the environment"):
         parse_config(SYNTH, {"PET_NPROC_PER_NODE": "gpu"})
 
 
