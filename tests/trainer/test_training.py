@@ -229,3 +229,28 @@ def test_sync_bn_on_cpu_is_a_configuration_error(tmp_path):
                "--sync-bn", "--nproc-per-node", "2", "--output-dir", str(tmp_path))
     assert proc.returncode == 2
     assert "resnet50-train: error: --sync-bn needs GPUs" in proc.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_machines_rendezvous_through_the_master_address(tmp_path, folder_dataset):
+    """The reference 16-card case in miniature: two launchers, one per 'node', on loopback."""
+    out, port = tmp_path / "out", str(free_port())
+    nodes = [
+        subprocess.Popen(
+            train_cmd("--data-path", str(folder_dataset), "--epochs", "1", "-b", "4",
+                      "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
+                      "--master-port", port, "--output-dir", str(out)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        for rank in (0, 1)
+    ]
+    (master_out, master_err), _ = (n.communicate(timeout=300) for n in nodes)
+    assert [n.returncode for n in nodes] == [0, 0], master_err
+    assert "2 processes x 4 images, 3 steps per epoch" in master_out
+    assert RESULT_LINE.search(master_out)
