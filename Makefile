@@ -1,4 +1,4 @@
-# `make demo` sets everything up on a fresh machine and runs the embedded default job;
+# `make demo` sets everything up on a fresh machine and runs a short CPU training (cpu-smoke);
 # `make test` runs the tests (what CI runs, see .ci/run).
 VENV ?= .venv
 PYTHON ?= python3

@@ -12,10 +12,16 @@ def cfg(*args):
 
 @pytest.mark.parametrize(
     ("step", "expected"),
-    [(0, 1.0), (299, 1.0), (300, 0.1), (599, 0.1), (600, 0.01), (800, 0.001), (899, 0.001)],
+    [(0, 1.0), (299, 1.0), (300, 0.1), (599, 0.1), (600, 0.01), (899, 0.01)],
 )
-def test_step_schedule_divides_at_30_60_80(step, expected):
+def test_step_schedule_divides_by_ten_every_30_epochs(step, expected):
     assert lr_at(step, cfg(), 1.0, STEPS) == pytest.approx(expected)
+
+
+def test_step_schedule_milestones_are_configurable():
+    c = cfg("--lr-steps", "30", "60", "80")
+    assert lr_at(799, c, 1.0, STEPS) == pytest.approx(0.01)
+    assert lr_at(800, c, 1.0, STEPS) == pytest.approx(0.001)
 
 
 def test_warmup_is_linear_per_iteration_then_hands_over():

@@ -254,3 +254,31 @@ def test_two_machines_rendezvous_through_the_master_address(tmp_path, folder_dat
     assert [n.returncode for n in nodes] == [0, 0], master_err
     assert "2 processes x 4 images, 3 steps per epoch" in master_out
     assert RESULT_LINE.search(master_out)
+
+
+def test_sigterm_to_the_launcher_stops_every_worker_and_exits_143(tmp_path):
+    """What a pod deletion does: SIGTERM to the container's main process."""
+    proc = subprocess.Popen(
+        train_cmd("--synthetic", "--synthetic-train-size", "4000", "-b", "2", "--num-classes",
+                  "2", "--nproc-per-node", "2", "--output-dir", str(tmp_path)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    for line in proc.stdout:
+        if "Epoch [1/90]" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert "resnet50-train: stopped by SIGTERM" in err and "Traceback" not in err
+
+
+def test_resume_starts_an_empty_job_and_then_the_job_continues_its_own(tmp_path, folder_dataset):
+    base = ["--data-path", str(folder_dataset), "-b", "8"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run(*base, "--epochs", "1", "--output-dir", str(first)).returncode == 0
+    args = [*base, "--epochs", "2", "--output-dir", str(second),
+            "--resume", str(first / "checkpoint_epoch0001.pt")]
+    started = run(*args)
+    assert started.returncode == 0, started.stderr
+    assert f"Resumed from {first}/checkpoint_epoch0001.pt" in started.stdout
+    again = run(*args)
+    assert f"Resumed from {second}/checkpoint_epoch0002.pt" in again.stdout

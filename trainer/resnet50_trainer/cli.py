@@ -7,7 +7,7 @@ import os
 import sys
 
 from resnet50_trainer.config import parse_config
-from resnet50_trainer.errors import ConfigError, TrainerError
+from resnet50_trainer.errors import ConfigError, RankConfigError, TrainerError
 
 log = logging.getLogger("resnet50_trainer")
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
 
         run(cfg)
     except TrainerError as exc:
-        # Every process of a node meets the same configuration error: one reports it.
-        if not (isinstance(exc, ConfigError) and os.environ.get("LOCAL_RANK", "0") != "0"):
+        shared = isinstance(exc, ConfigError) and not isinstance(exc, RankConfigError)
+        if not shared or os.environ.get("LOCAL_RANK", "0") == "0":
             print(f"resnet50-train: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(exc.exit_code)

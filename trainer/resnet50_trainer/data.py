@@ -8,6 +8,7 @@ Layouts of --data-path (the two the reference scripts use):
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 Sample = tuple[str, int]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -225,6 +227,8 @@ class ShardSampler(Sampler[int]):
 
 def build_pytorch_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
     index = discover(cfg.data_path or "")
+    log.info("Dataset %s (%s layout): %d training and %d validation images, %d classes",
+             cfg.data_path, index.layout, len(index.train), len(index.val), index.num_classes)
     batch = cfg.per_process_batch(where.world_size)
     global_batch = batch * where.world_size
     if len(index.train) < global_batch:

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from resnet50_trainer.config import TrainConfig
-from resnet50_trainer.errors import ConfigError
+from resnet50_trainer.errors import ConfigError, RankConfigError
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def placement_from_env(cfg: TrainConfig, env: Mapping[str, str] = os.environ) ->
     if gpus == 0:
         raise ConfigError("--device cuda was asked for, but no GPU is visible")
     if local_rank >= gpus:
-        raise ConfigError(
+        raise RankConfigError(
             f"local rank {local_rank} has no GPU: this machine shows {gpus} "
             f"(start at most {gpus} processes per node)"
         )

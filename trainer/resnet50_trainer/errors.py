@@ -16,9 +16,16 @@ class TrainerError(Exception):
 
 
 class ConfigError(TrainerError):
-    """Bad options, a missing or inconsistent dataset, an incompatible checkpoint."""
+    """Bad options, a missing or inconsistent dataset, an incompatible checkpoint.
+
+    Every process of a job meets the same ones, so only local rank 0 prints them.
+    """
 
     exit_code = EXIT_CONFIG
+
+
+class RankConfigError(ConfigError):
+    """A configuration error that only some processes meet: each of them prints it."""
 
 
 class DataError(TrainerError):

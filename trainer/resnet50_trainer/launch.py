@@ -4,12 +4,14 @@
 with this very command line as the workers' command, so nobody writes torchrun
 lines by hand. Unlike the torchrun command, which exits 1 whatever failed, the
 launcher exits with the failing worker's own code (2 for a configuration error,
-128+N for signal N), which is what the operator classifies restarts by.
+128+N for signal N; 128+N too when the launcher itself is stopped by signal N),
+which is what the operator classifies restarts by.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 import torch
@@ -60,6 +62,7 @@ def exit_code_of(exitcode: int) -> int:
 
 def launch(cfg: TrainConfig, train_argv: list[str]) -> int:
     """Run the job's processes on this machine; return the exit code for the command."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -78,4 +81,7 @@ def launch(cfg: TrainConfig, train_argv: list[str]) -> int:
     except ChildFailedError as exc:
         _, failure = exc.get_first_failure()
         return exit_code_of(failure.exitcode)
+    except SignalException as exc:  # SIGTERM from a pod deletion: torchrun stopped the workers
+        print(f"resnet50-train: stopped by {exc.sigval.name}", file=sys.stderr)
+        return 128 + exc.sigval
     return 0

@@ -18,7 +18,7 @@ from resnet50_trainer.config import TrainConfig, validate_world
 from resnet50_trainer.data import build_batch_mixer, build_loaders
 from resnet50_trainer.distributed import Placement
 from resnet50_trainer.engine import EvalResult, StepContext, evaluate, train_one_epoch
-from resnet50_trainer.errors import ConfigError
+from resnet50_trainer.errors import ConfigError, RankConfigError
 from resnet50_trainer.model import build_ema, build_model
 from resnet50_trainer.optim import build_optimizer
 from resnet50_trainer.progress import MetricsLog, format_duration, result_line
@@ -99,34 +99,42 @@ class Run:
 
     # ------------------------------------------------------------ checkpoints
 
-    def _find_checkpoint(self) -> Path | None:
-        if self.cfg.resume:
-            return Path(self.cfg.resume)
+    def _find_checkpoint(self) -> tuple[Path | None, dict[str, Any] | None]:
+        """The checkpoint to continue from, and its contents if this rank has read them.
+
+        The newest valid checkpoint of --output-dir wins over --resume, which only starts
+        a job whose output dir is still empty: a restarted job continues its own progress.
+        """
         # Rank 0 picks, so every rank continues from the same file.
-        found = None
-        if self.where.is_main:
-            newest = checkpoint.newest_valid(self.output_dir)
-            found = str(newest[0]) if newest else None
-        found = distributed.broadcast_from_main(found)
-        return Path(found) if found else None
+        newest = checkpoint.newest_valid(self.output_dir) if self.where.is_main else None
+        found = distributed.broadcast_from_main(str(newest[0]) if newest else None)
+        if found:
+            return Path(found), (newest[1] if newest else None)
+        return (Path(self.cfg.resume) if self.cfg.resume else None), None
 
     def restore(self) -> Path | None:
-        path = self._find_checkpoint()
+        path, state = self._find_checkpoint()
         if path is None:
             return None
-        if not path.is_file():
-            raise ConfigError(
-                f"checkpoint {path} is not readable on rank {self.where.rank}"
-                + ("" if self.cfg.resume else ": --output-dir must be storage shared by all nodes")
-            )
-        try:
-            state = checkpoint.load(path)
-        except Exception as exc:
-            raise ConfigError(f"cannot load checkpoint {path}: {exc}") from None
-        checkpoint.check_compatible(state, self.compat, path)
+        if state is None:
+            if not path.is_file():
+                raise RankConfigError(
+                    f"checkpoint {path} is not readable on rank {self.where.rank}"
+                    + ("" if self.cfg.resume else ": --output-dir must be shared by all nodes")
+                )
+            try:
+                state = checkpoint.load(path)
+            except Exception as exc:
+                raise RankConfigError(f"cannot load checkpoint {path}: {exc}") from None
+        # Evaluation only needs the same network; continuing training needs all of compat.
+        expected = self.compat
+        if self.cfg.test_only:
+            expected = {k: self.compat[k] for k in ("model", "num_classes")}
+        checkpoint.check_compatible(state, expected, path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved without amp
+            self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.totals = Totals(**state["totals"])
@@ -246,7 +254,6 @@ class Run:
             final = result
         if final is None:  # the job had finished before this start: report it again
             final = self.evaluate()
-        self.totals.elapsed_seconds = elapsed_before + time.perf_counter() - started
         line = result_line(final.acc1, self.totals.images_per_second,
                            self.totals.elapsed_seconds, cfg.per_process_batch(where.world_size))
         log.info("%s", line)
