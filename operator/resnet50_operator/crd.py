@@ -1,0 +1,133 @@
+"""The CustomResourceDefinition, generated from the pydantic models of spec.py.
+
+`python -m resnet50_operator.crd > manifests/crd/resnet50trainings.yaml` writes it; a test
+fails when the committed file differs from what this module generates.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+import yaml
+
+from resnet50_operator import spec as s
+
+# Kept by the conversion; everything else pydantic emits (title, $defs, ...) is dropped.
+_KEPT = ("type", "description", "default", "enum", "minimum", "maximum", "exclusiveMinimum",
+         "exclusiveMaximum", "minLength", "maxLength", "pattern", "oneOf", "format")
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Ready", "type": "string", "jsonPath": ".status.ready",
+     "description": "Nodes whose pod is running, of all nodes"},
+    {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
+    {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
+            extra = {k: v for k, v in node.items() if k != "$ref"}
+            return _resolve({**target, **extra}, defs)
+        return {k: _resolve(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, defs) for v in node]
+    return node
+
+
+def structural(node: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema node as a Kubernetes structural schema node."""
+    node = dict(node)
+    branches = node.pop("anyOf", None)
+    if branches:  # Optional[X] is anyOf[X, null]: the field is simply not required
+        real = [b for b in branches if b.get("type") != "null"]
+        if len(real) != 1:
+            raise ValueError(f"cannot express anyOf {branches} in a structural schema")
+        node = {**real[0], **node}
+    if node.get("default") is None:
+        node.pop("default", None)
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if bound in node:  # JSON Schema's number; OpenAPI v3.0 wants the limit plus a flag
+            node[limit], node[bound] = node[bound], True
+    out = {k: v for k, v in node.items() if k in _KEPT}
+    kind = node.get("type")
+    if kind is None and "enum" in out:
+        out["type"] = "string"
+    if kind == "object" or "properties" in node:
+        out["type"] = "object"
+        if "properties" in node:
+            out["properties"] = {k: structural(v) for k, v in node["properties"].items()}
+            if node.get("required"):
+                out["required"] = node["required"]
+            elif not branches:
+                # An always-present section: the apiserver then fills in its defaults too,
+                # so `kubectl get -o yaml` shows every value the operator will use.
+                out.setdefault("default", {})
+        additional = node.get("additionalProperties")
+        if isinstance(additional, dict) and additional:
+            out["additionalProperties"] = structural(additional)
+        elif "properties" not in node:  # free-form (affinity, env entries): kept as given
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    elif kind == "array":
+        out["items"] = structural(node.get("items", {"type": "object"}))
+    return out
+
+
+def openapi_schema(model: type[s._Model]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True)
+    return structural(_resolve(raw, raw.get("$defs", {})))
+
+
+def build_crd() -> dict[str, Any]:
+    spec_schema = openapi_schema(s.ResNet50TrainingSpec)
+    spec_schema["description"] = "The desired training. Every field: kubectl explain r50t.spec"
+    status_schema = openapi_schema(s.ResNet50TrainingStatus)
+    status_schema["description"] = "What the operator observed; written by the operator only."
+    status_schema.pop("default", None)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{s.PLURAL}.{s.GROUP}"},
+        "spec": {
+            "group": s.GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": s.KIND, "plural": s.PLURAL, "singular": s.SINGULAR,
+                      "shortNames": s.SHORT_NAMES, "categories": ["all", "training"]},
+            "versions": [{
+                "name": s.VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": PRINTER_COLUMNS,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "Trains ResNet50 on ImageNet with the bundled DDP trainer, "
+                                   "one pod per node, restarted as a group from checkpoints.",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": spec_schema,
+                        "status": status_schema,
+                    },
+                }},
+            }],
+        },
+    }
+
+
+def render_yaml() -> str:
+    header = "# Generated by `python -m resnet50_operator.crd` from spec.py: do not edit.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_yaml())

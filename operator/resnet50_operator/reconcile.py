@@ -1,0 +1,410 @@
+"""Pure decisions: (training, its status, its observed pods, now) -> actions and a new status.
+
+Nothing here talks to Kubernetes. All state lives in the status (attempt, restarts,
+whether the attempt's pods were all created) and in pod labels, so an operator that
+restarts mid-job decides exactly as the one before it would have.
+
+The order of the checks is the order of precedence:
+  finished -> invalid spec -> suspended -> deadline -> old attempt's pods still there ->
+  restart back-off -> failures of the current attempt -> success -> create what is missing
+  -> phase and readiness.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from resnet50_operator import render
+from resnet50_operator.spec import (
+    Condition,
+    FailureRecord,
+    NodeCount,
+    ResNet50TrainingStatus,
+    RestartRecord,
+)
+
+# A pod deleted on a node without a kubelet stays Terminating for ever; past its grace
+# period and this margin the operator deletes it with grace 0 so the group can restart.
+FORCE_DELETE_AFTER = dt.timedelta(seconds=60)
+RESTART_HISTORY_KEPT = 10
+MESSAGE_TAIL = 1000  # characters of a termination message kept in status
+TRAINER_CONFIG_ERROR = 2
+TRAINER_DATA_ERROR = 3
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def timestamp(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+
+
+# ------------------------------------------------------------------ observation
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What reconcile needs to know of one pod, read from its labels and status."""
+
+    name: str
+    index: int
+    attempt: int
+    phase: str  # Pending, Running, Succeeded, Failed, Unknown
+    deleting: bool = False
+    deletion_deadline: dt.datetime | None = None  # deletionTimestamp: grace period's end
+    exit_code: int | None = None
+    container_reason: str = ""  # terminated or waiting reason (OOMKilled, ErrImagePull, ...)
+    container_message: str = ""
+    pod_reason: str = ""  # status.reason (Evicted, NodeLost, ...)
+    pod_message: str = ""
+    unschedulable: str = ""  # the scheduler's message while it cannot place the pod
+
+
+def observe_pod(pod: dict[str, Any]) -> PodView | None:
+    """A PodView of a pod dict as the API returns it; None for pods that are not ours."""
+    meta, status = pod.get("metadata", {}), pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    try:
+        index = int(labels[render.NODE_INDEX_LABEL])
+        attempt = int(labels[render.ATTEMPT_LABEL])
+    except (KeyError, ValueError):
+        return None
+    exit_code, reason, message = None, "", ""
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if "terminated" in state:
+            term = state["terminated"]
+            exit_code = term.get("exitCode")
+            reason, message = term.get("reason", ""), term.get("message", "")
+        elif "waiting" in state:
+            reason = state["waiting"].get("reason", "")
+            message = state["waiting"].get("message", "")
+    unschedulable = ""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
+                and cond.get("reason") == "Unschedulable":
+            unschedulable = cond.get("message", "")
+    return PodView(
+        name=meta["name"],
+        index=index,
+        attempt=attempt,
+        phase=status.get("phase", "Pending"),
+        deleting=bool(meta.get("deletionTimestamp")),
+        deletion_deadline=parse_time(meta.get("deletionTimestamp")),
+        exit_code=exit_code,
+        container_reason=reason,
+        container_message=message,
+        pod_reason=status.get("reason", ""),
+        pod_message=status.get("message", ""),
+        unschedulable=unschedulable,
+    )
+
+
+# ------------------------------------------------------------------ decisions
+
+
+@dataclass(frozen=True)
+class CreateObject:
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    name: str
+    force: bool = False  # grace period 0
+
+
+@dataclass(frozen=True)
+class DeleteTraining:
+    pass
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+Action = CreateObject | DeletePod | DeleteTraining
+
+
+@dataclass
+class Decision:
+    status: ResNet50TrainingStatus
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Failure:
+    pod: str
+    retryable: bool
+    reason: str
+    message: str
+    exit_code: int | None = None
+
+    def describe(self) -> str:
+        code = f" exit code {self.exit_code}" if self.exit_code is not None else ""
+        text = f"pod {self.pod}{code} ({self.reason})"
+        return f"{text}: {self.message}" if self.message else text
+
+
+def classify(pod: PodView) -> Failure | None:
+    """Whether a pod of the running attempt failed, and whether a restart may help."""
+    if pod.phase == "Failed":
+        message = _tail(pod.container_message or pod.pod_message)
+        if pod.pod_reason:  # Evicted, Preempting, NodeLost, ...: the node's doing, not ours
+            return Failure(pod.name, True, pod.pod_reason, message, pod.exit_code)
+        code = pod.exit_code
+        if code is None:
+            return Failure(pod.name, True, pod.container_reason or "Failed", message)
+        if code >= 128:  # killed by a signal: OOM kill (137), SIGTERM, ...
+            return Failure(pod.name, True, pod.container_reason or "Signal", message, code)
+        reason = {TRAINER_CONFIG_ERROR: "ConfigurationError",
+                  TRAINER_DATA_ERROR: "DataError"}.get(code, pod.container_reason or "Error")
+        return Failure(pod.name, False, reason, message, code)
+    if pod.phase == "Unknown":
+        return Failure(pod.name, True, "NodeLost", "the pod's node stopped reporting")
+    if pod.deleting:
+        return Failure(pod.name, True, "PodDeleted", "the pod was deleted while training")
+    return None
+
+
+def _tail(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= MESSAGE_TAIL else "..." + text[-MESSAGE_TAIL:]
+
+
+def set_condition(conditions: list[Condition], type_: str, status: str, reason: str,
+                  message: str, now: dt.datetime, generation: int | None) -> list[Condition]:
+    """Conditions with `type_` set; its transition time moves only when its status does."""
+    previous = next((c for c in conditions if c.type == type_), None)
+    changed = previous is None or previous.status != status
+    new = Condition(
+        type=type_, status=status, reason=reason, message=message,
+        last_transition_time=timestamp(now) if changed else previous.last_transition_time,
+        observed_generation=generation,
+    )
+    return [new if c.type == type_ else c for c in conditions] if previous else [*conditions, new]
+
+
+class _Builder:
+    """Accumulates one Decision; the steps below read like the rules they implement."""
+
+    def __init__(self, t: render.Training, status: ResNet50TrainingStatus, now: dt.datetime,
+                 generation: int | None) -> None:
+        self.t, self.now, self.generation = t, now, generation
+        self.status = status.model_copy(update={
+            "observed_generation": generation,
+            "gpus": t.spec.nodes * t.spec.gpus_per_node,
+        })
+        self.actions: list[Action] = []
+        self.events: list[Event] = []
+
+    def update(self, **fields: Any) -> None:
+        self.status = self.status.model_copy(update=fields)
+
+    def condition(self, type_: str, status: str, reason: str, message: str = "") -> None:
+        self.update(conditions=set_condition(self.status.conditions, type_, status, reason,
+                                             message, self.now, self.generation))
+
+    def phase(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
+        if self.status.phase != phase:
+            self.events.append(Event("Warning" if warning else "Normal", reason, message))
+        self.update(phase=phase)
+
+    def nodes(self, ready: int) -> None:
+        total = self.t.spec.nodes
+        self.update(nodes=NodeCount(ready=ready, total=total), ready=f"{ready}/{total}")
+
+    def delete(self, pods: list[PodView]) -> None:
+        for pod in pods:
+            stuck = pod.deleting and pod.deletion_deadline is not None and \
+                self.now >= pod.deletion_deadline + FORCE_DELETE_AFTER
+            if not pod.deleting or stuck:
+                self.actions.append(DeletePod(pod.name, force=stuck))
+
+    def finish(self, succeeded: bool, reason: str, message: str, live: list[PodView]) -> None:
+        """Succeeded or Failed for good; pods still running are stopped, the failed ones kept."""
+        self.delete([p for p in live if p.phase in ("Pending", "Running")])
+        self.update(completion_time=timestamp(self.now))
+        self.nodes(0)
+        if succeeded:
+            self.condition("Running", "False", reason, message)
+            self.condition("Succeeded", "True", reason, message)
+            self.phase("Succeeded", reason, message)
+        else:
+            self.condition("Running", "False", reason, message)
+            self.condition("Failed", "True", reason, message)
+            self.phase("Failed", reason, message, warning=True)
+
+    def decision(self) -> Decision:
+        return Decision(self.status, self.actions, self.events)
+
+
+def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[PodView],
+              service_exists: bool, now: dt.datetime, settings: Any,
+              generation: int | None = None) -> Decision:
+    rejected = next((c for c in status.conditions if c.type == "Failed"), None)
+    if rejected and rejected.reason == "InvalidSpec" and generation != status.observed_generation:
+        status = ResNet50TrainingStatus()  # the spec was fixed: start afresh
+    b = _Builder(t, status, now, generation)
+    spec, st = t.spec, b.status
+    current = [p for p in pods if p.attempt == st.attempt]
+    stale = [p for p in pods if p.attempt != st.attempt]
+
+    if st.phase in ("Succeeded", "Failed"):
+        ttl = spec.run_policy.ttl_seconds_after_finished
+        done = parse_time(st.completion_time)
+        if ttl is not None and done is not None and now >= done + dt.timedelta(seconds=ttl):
+            b.actions.append(DeleteTraining())
+        return b.decision()
+
+    if st.start_time is None:
+        b.update(start_time=timestamp(now))
+        b.condition("Created", "True", "Created", f"{spec.nodes} node(s) x "
+                    f"{spec.processes} process(es)")
+
+    if spec.run_policy.suspend:
+        b.delete(pods)
+        b.nodes(0)
+        # A new attempt on resumption: these pods are then stale, and waited for.
+        if st.phase != "Suspended":
+            b.update(attempt=st.attempt + 1, pods_created=False, restart_at=None)
+        b.condition("Suspended", "True", "Suspended", "spec.runPolicy.suspend is true")
+        b.condition("Running", "False", "Suspended", "spec.runPolicy.suspend is true")
+        b.phase("Suspended", "Suspended", "The training is suspended; its pods are deleted")
+        return b.decision()
+    if st.phase == "Suspended":
+        b.condition("Suspended", "False", "Resumed", "spec.runPolicy.suspend is false")
+        b.phase("Pending", "Resumed", "The training resumes from its last checkpoint")
+        # Kubernetes Jobs restart the deadline clock on resumption; so do we.
+        b.update(start_time=timestamp(now))
+
+    deadline = spec.run_policy.active_deadline_seconds
+    started = parse_time(b.status.start_time)
+    if deadline is not None and started and now >= started + dt.timedelta(seconds=deadline):
+        b.finish(False, "DeadlineExceeded",
+                 f"the training ran longer than activeDeadlineSeconds ({deadline} s)", pods)
+        return b.decision()
+
+    if stale:  # the previous attempt's pods go first: same names, same hostnames
+        b.delete(stale)
+        b.nodes(0)
+        return b.decision()
+
+    restart_at = parse_time(b.status.restart_at)
+    if restart_at is not None and now < restart_at:
+        b.nodes(0)
+        return b.decision()
+
+    if not service_exists:
+        b.actions.append(CreateObject(render.render_service(t, settings)))
+
+    failures = [f for f in map(classify, current) if f]
+    if b.status.pods_created:
+        present = {p.index for p in current}
+        failures += [Failure(t.pod_name(i), True, "PodDeleted", "the pod disappeared")
+                     for i in range(spec.nodes) if i not in present]
+    if failures:
+        _on_failure(b, failures, current)
+        return b.decision()
+
+    if len(current) == spec.nodes and all(p.phase == "Succeeded" for p in current):
+        b.finish(True, "Succeeded", f"all {spec.nodes} node(s) finished training", current)
+        return b.decision()
+
+    if not b.status.pods_created:
+        present = {p.index for p in current}
+        for i in range(spec.nodes):
+            if i not in present:
+                b.actions.append(CreateObject(render.render_pod(t, i, b.status.attempt,
+                                                                settings)))
+        b.update(pods_created=True, restart_at=None)
+        if b.status.phase == "Restarting":
+            b.condition("Restarting", "False", "Recreated",
+                        f"attempt {b.status.attempt} created")
+        b.phase("Pending", "Created", f"Created {spec.nodes} pod(s) of attempt "
+                f"{b.status.attempt}")
+
+    running = [p for p in current if p.phase in ("Running", "Succeeded")]
+    b.nodes(len(running))
+    if len(running) == spec.nodes:
+        b.condition("Running", "True", "AllNodesRunning", f"{spec.nodes} of {spec.nodes} "
+                    "node(s) running")
+        b.phase("Running", "Running", f"All {spec.nodes} node(s) are running")
+    else:
+        reason, message = _why_waiting(current, spec.nodes, len(running))
+        b.condition("Running", "False", reason, message)
+        b.phase("Pending", reason, message)
+    return b.decision()
+
+
+def reject(status: ResNet50TrainingStatus, message: str, now: dt.datetime,
+           generation: int | None) -> Decision:
+    """A spec the operator cannot run (what the CRD schema could not catch): Failed, saying why.
+
+    A later spec edit that fixes it starts the training afresh (see handlers).
+    """
+    conditions = set_condition(status.conditions, "Failed", "True", "InvalidSpec", message, now,
+                               generation)
+    new = status.model_copy(update={"phase": "Failed", "conditions": conditions,
+                                    "observed_generation": generation})
+    events = [] if status.phase == "Failed" else [Event("Warning", "InvalidSpec", message)]
+    return Decision(new, [], events)
+
+
+def _on_failure(b: _Builder, failures: list[Failure], current: list[PodView]) -> None:
+    st, policy = b.status, b.t.spec.restart_policy
+    fatal = next((f for f in failures if not f.retryable), None)
+    first = fatal or failures[0]
+    b.update(last_failure=FailureRecord(pod=first.pod, exit_code=first.exit_code,
+                                        reason=first.reason, message=first.message))
+    if fatal:
+        b.finish(False, fatal.reason, f"{fatal.describe()}; not retried: the same input would "
+                 "fail again", current)
+        return
+    if st.restarts >= policy.max_restarts:
+        b.finish(False, "RestartLimitExceeded", f"restart budget of {policy.max_restarts} "
+                 f"spent; last failure: {first.describe()}", current)
+        return
+    backoff = min(policy.backoff_seconds * 2 ** st.restarts, policy.max_backoff_seconds)
+    record = RestartRecord(attempt=st.attempt, time=timestamp(b.now), reason=first.reason,
+                           message=first.describe())
+    b.delete(current)
+    b.nodes(0)
+    b.update(
+        restarts=st.restarts + 1,
+        attempt=st.attempt + 1,
+        pods_created=False,
+        restart_at=timestamp(b.now + dt.timedelta(seconds=backoff)),
+        restart_history=[*st.restart_history, record][-RESTART_HISTORY_KEPT:],
+    )
+    message = (f"restart {st.restarts + 1} of {policy.max_restarts} in {backoff} s after "
+               f"{first.describe()}")
+    b.condition("Restarting", "True", first.reason, message)
+    b.condition("Running", "False", "Restarting", message)
+    b.events.append(Event("Warning", "Restarting", message))
+    b.update(phase="Restarting")
+
+
+def _why_waiting(current: list[PodView], total: int, running: int) -> tuple[str, str]:
+    """The most telling reason why not every node runs yet."""
+    for pod in current:
+        if pod.unschedulable:
+            return "Unschedulable", f"pod {pod.name}: {pod.unschedulable}"
+    for pod in current:
+        if pod.phase == "Pending" and pod.container_reason:
+            detail = f": {pod.container_message}" if pod.container_message else ""
+            return pod.container_reason, f"pod {pod.name}{detail}"
+    return "WaitingForPods", f"{running} of {total} node(s) running"

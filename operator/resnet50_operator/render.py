@@ -1,0 +1,293 @@
+"""Spec + identity -> the objects of a training: one headless Service, one Pod per node.
+
+Each concern is one small function (labels, trainer arguments, rendezvous environment,
+volumes, resources, scheduling, security); pod_values() gathers them, in that order, and
+the jinja2 template emits the Pod. The output is parsed back from YAML, so a template
+mistake fails here, naming the object, rather than at the apiserver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import jinja2
+import pydantic
+import yaml
+
+from resnet50_operator import spec as s
+from resnet50_operator.settings import OperatorSettings
+
+DATA_MOUNT = "/data"
+CHECKPOINT_MOUNT = "/checkpoints"
+LABEL_PREFIX = "resnet50.dev"
+TRAINING_LABEL = f"{LABEL_PREFIX}/training"
+NODE_INDEX_LABEL = f"{LABEL_PREFIX}/node-index"
+ATTEMPT_LABEL = f"{LABEL_PREFIX}/attempt"
+# Defaults that make a dead peer an error instead of a silent hang; spec.env wins.
+NCCL_DEFAULTS = {
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+    "TORCH_NCCL_ENABLE_MONITORING": "1",
+    "TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC": "600",
+    "NCCL_DEBUG": "WARN",
+}
+TRAINER_UID = 1000  # the trainer image's non-root user
+
+
+@dataclass(frozen=True)
+class Training:
+    """The identity of one ResNet50Training and its parsed spec."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: s.ResNet50TrainingSpec
+
+    @property
+    def service(self) -> str:
+        return self.name
+
+    def pod_name(self, index: int) -> str:
+        return f"{self.name}-{index}"
+
+    @property
+    def master_addr(self) -> str:
+        """Stable across attempts: hostname.subdomain of pod 0 in the namespace."""
+        return f"{self.pod_name(0)}.{self.service}.{self.namespace}.svc"
+
+
+def parse_training(body: dict[str, Any]) -> Training:
+    """A Training from a ResNet50Training object; ValueError names every bad field."""
+    meta = body.get("metadata", {})
+    name = meta.get("name", "")
+    if len(name) > s.MAX_NAME_LENGTH:
+        raise ValueError(f"metadata.name: {len(name)} characters, at most {s.MAX_NAME_LENGTH} "
+                         "(pod names <name>-<index> are DNS labels)")
+    try:
+        spec = s.ResNet50TrainingSpec.model_validate(body.get("spec") or {})
+    except pydantic.ValidationError as exc:
+        raise ValueError("; ".join(_describe(e) for e in exc.errors())) from None
+    return Training(name=name, namespace=meta.get("namespace", ""), uid=meta.get("uid", ""),
+                    spec=spec)
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(part) for part in ("spec", *error["loc"]))
+    got = f" (got {error['input']!r})" if error["type"] not in ("missing",) and \
+        not isinstance(error["input"], dict) else ""
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}{got}"
+
+
+def owner_reference(t: Training) -> dict[str, Any]:
+    return {"apiVersion": f"{s.GROUP}/{s.VERSION}", "kind": s.KIND, "name": t.name,
+            "uid": t.uid, "controller": True, "blockOwnerDeletion": True}
+
+
+def selector_labels(t: Training) -> dict[str, str]:
+    return {TRAINING_LABEL: t.name}
+
+
+def labels(t: Training, index: int | None = None, attempt: int | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "resnet50-training",
+        "app.kubernetes.io/instance": t.name,
+        "app.kubernetes.io/component": "trainer",
+        "app.kubernetes.io/managed-by": "resnet50-operator",
+        **selector_labels(t),
+    }
+    if index is not None:
+        out[NODE_INDEX_LABEL] = str(index)
+    if attempt is not None:
+        out[ATTEMPT_LABEL] = str(attempt)
+    return out
+
+
+def trainer_args(t: Training) -> list[str]:
+    """resnet50-train options; the launch topology comes from the PET_* environment."""
+    spec, opts = t.spec, t.spec.training
+    args: list[str] = []
+    if opts.preset:
+        args += ["--preset", opts.preset]
+    if spec.dataset.synthetic:
+        args += ["--synthetic"]
+    else:
+        args += ["--data-path", _join(DATA_MOUNT, spec.dataset.sub_path)]
+    checkpoint_dir = (spec.checkpoint.sub_path if spec.checkpoint else "") or t.name
+    args += ["--output-dir", _join(CHECKPOINT_MOUNT, checkpoint_dir)]
+    if spec.gpus_per_node == 0:
+        args += ["--device", "cpu"]
+    options = {
+        "--precision": opts.precision,
+        "--epochs": opts.epochs,
+        "--batch-size": opts.batch_size,
+        "--lr": opts.lr,
+        "--workers": opts.workers,
+        "--print-freq": opts.print_freq,
+    }
+    for flag, value in options.items():
+        if value is not None:
+            args += [flag, str(value)]
+    if opts.channels_last is not None:
+        args.append("--channels-last" if opts.channels_last else "--no-channels-last")
+    return args + list(opts.extra_args)
+
+
+def _join(root: str, sub: str) -> str:
+    sub = sub.strip("/")
+    return f"{root}/{sub}" if sub else root
+
+
+def environment(t: Training, index: int, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """PyTorchJob-style rendezvous variables, NCCL defaults, then the user's spec.env."""
+    port = str(settings.rendezvous_port)
+    rendezvous = {
+        "MASTER_ADDR": t.master_addr,
+        "MASTER_PORT": port,
+        "WORLD_SIZE": str(t.spec.world_size),
+        "RANK": str(index),  # the node's rank, as PyTorchJob sets it; torchrun sets each worker's
+        "PET_NNODES": str(t.spec.nodes),
+        "PET_NPROC_PER_NODE": str(t.spec.processes),
+        "PET_NODE_RANK": str(index),
+        "PET_MASTER_ADDR": t.master_addr,
+        "PET_MASTER_PORT": port,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env: dict[str, dict[str, Any]] = {k: {"name": k, "value": v} for k, v in rendezvous.items()}
+    for key, value in NCCL_DEFAULTS.items():
+        env[key] = {"name": key, "value": value}
+    for field, path in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")):
+        env[field] = {"name": field, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+    for var in t.spec.env:
+        env[var["name"]] = var
+    return list(env.values())
+
+
+def volumes(t: Training) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    spec = t.spec
+    vols: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    data = spec.dataset
+    if not data.synthetic:
+        vols.append({"name": "data", **_source(data, read_only=True)})
+        mounts.append({"name": "data", "mountPath": DATA_MOUNT, "readOnly": True})
+    if spec.checkpoint:
+        vols.append({"name": "checkpoints", **_source(spec.checkpoint, read_only=False)})
+    else:
+        vols.append({"name": "checkpoints", "emptyDir": {}})
+    mounts.append({"name": "checkpoints", "mountPath": CHECKPOINT_MOUNT})
+    return vols, mounts
+
+
+def _source(source: s.DatasetSpec | s.CheckpointSpec, read_only: bool) -> dict[str, Any]:
+    if source.persistent_volume_claim:
+        return {"persistentVolumeClaim": {"claimName": source.persistent_volume_claim.claim_name,
+                                          "readOnly": read_only}}
+    if source.host_path:
+        return {"hostPath": {"path": source.host_path.path,
+                             "type": "Directory" if read_only else "DirectoryOrCreate"}}
+    assert isinstance(source, s.DatasetSpec) and source.nfs  # the spec validator ensures it
+    return {"nfs": {"server": source.nfs.server, "path": source.nfs.path, "readOnly": True}}
+
+
+def resources(t: Training) -> dict[str, Any]:
+    """Requests equal limits: GPUs must, and equal cpu/memory give the pod Guaranteed QoS."""
+    limits: dict[str, Any] = {}
+    if t.spec.gpus_per_node:
+        limits[t.spec.gpu_resource_name] = t.spec.gpus_per_node
+    if t.spec.resources.cpu:
+        limits["cpu"] = t.spec.resources.cpu
+    if t.spec.resources.memory:
+        limits["memory"] = t.spec.resources.memory
+    return {"limits": limits, "requests": dict(limits)} if limits else {}
+
+
+def scheduling(t: Training) -> dict[str, Any]:
+    sched = t.spec.scheduling
+    fields = {
+        "nodeSelector": sched.node_selector or None,
+        "tolerations": sched.tolerations or None,
+        "affinity": sched.affinity,
+        "priorityClassName": sched.priority_class_name,
+        "schedulerName": sched.scheduler_name,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def pod_security() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": TRAINER_UID, "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def pod_values(t: Training, index: int, attempt: int, settings: OperatorSettings) -> dict:
+    vols, mounts = volumes(t)
+    return {
+        "name": t.pod_name(index),
+        "namespace": t.namespace,
+        "service": t.service,
+        "labels": labels(t, index, attempt),
+        "owner": owner_reference(t),
+        "args": trainer_args(t),
+        "env": environment(t, index, settings),
+        "rendezvous_port": settings.rendezvous_port,
+        "volumes": vols,
+        "mounts": mounts,
+        "resources": resources(t),
+        "scheduling": scheduling(t),
+        "pod_security": pod_security(),
+        "container_security": container_security(),
+        "image": t.spec.image or settings.trainer_image,
+        "image_pull_policy": t.spec.image_pull_policy,
+        "service_account": t.spec.service_account_name,
+        "image_pull_secrets": [{"name": r.name} for r in t.spec.image_pull_secrets],
+        # Time for every rank to stop cleanly when the group is deleted.
+        "termination_grace_seconds": 30,
+    }
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("resnet50_operator", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def _emit(template: str, values: dict[str, Any]) -> dict[str, Any]:
+    text = _templates().get_template(template).render(**values)
+    try:
+        obj = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{template} for {values.get('name')} is not valid YAML: {exc}") from exc
+    if not isinstance(obj, dict) or "kind" not in obj:
+        raise ValueError(f"{template} for {values.get('name')} did not give an object")
+    return obj
+
+
+def render_pod(t: Training, index: int, attempt: int, settings: OperatorSettings) -> dict:
+    return _emit("pod.yaml.j2", pod_values(t, index, attempt, settings))
+
+
+def render_service(t: Training, settings: OperatorSettings) -> dict[str, Any]:
+    return _emit("service.yaml.j2", {
+        "name": t.service,
+        "namespace": t.namespace,
+        "labels": labels(t),
+        "owner": owner_reference(t),
+        "selector": selector_labels(t),
+        "rendezvous_port": settings.rendezvous_port,
+    })
+
+
+def render_all(t: Training, attempt: int, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Every object of one attempt: the Service, then the pods in node order."""
+    return [render_service(t, settings)] + [
+        render_pod(t, i, attempt, settings) for i in range(t.spec.nodes)
+    ]

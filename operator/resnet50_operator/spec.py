@@ -1,0 +1,252 @@
+"""The ResNet50Training resource: the one definition of its fields, defaults and limits.
+
+The CRD's openAPIV3Schema (manifests/crd/) is generated from these models by crd.py,
+and a test keeps the committed file equal to the generated one. Field names are the
+camelCase names users write in YAML; the Python attributes are their snake_case twins.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+from resnet50_trainer.config import PRECISIONS, PRESETS
+
+GROUP = "resnet50.dev"
+VERSION = "v1alpha1"
+KIND = "ResNet50Training"
+PLURAL = "resnet50trainings"
+SINGULAR = "resnet50training"
+SHORT_NAMES = ["r50t"]
+# Pod names are "<name>-<node index>" and serve as DNS hostnames: at most 63 characters.
+MAX_NAME_LENGTH = 56
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
+                              frozen=True)
+
+
+def _one_of(*fields: str) -> dict[str, Any]:
+    """Schema rule: exactly one of `fields` is set (structural schemas allow oneOf+required)."""
+    return {"oneOf": [{"required": [f]} for f in fields]}
+
+
+class PersistentVolumeClaimRef(_Model):
+    claim_name: str = Field(min_length=1, description="Name of a PersistentVolumeClaim in the "
+                            "namespace of the training.")
+
+
+class HostPathRef(_Model):
+    path: str = Field(pattern=r"^/", description="Absolute directory on the node.")
+
+
+class NFSRef(_Model):
+    server: str = Field(min_length=1, description="NFS server host name or address.")
+    path: str = Field(pattern=r"^/", description="Exported directory.")
+
+
+class DatasetSpec(_Model):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "Where the ImageNet data is: mounted read-only at /data. Set exactly "
+        "one of persistentVolumeClaim, hostPath and nfs, or synthetic: true.",
+        "oneOf": [
+            *_one_of("persistentVolumeClaim", "hostPath", "nfs")["oneOf"],
+            {"required": ["synthetic"], "properties": {"synthetic": {"enum": [True]}}},
+        ],
+    })
+
+    synthetic: bool = Field(False, description="Generated tensors instead of images (smoke "
+                            "tests, benchmarks); no volume needed.")
+    persistent_volume_claim: PersistentVolumeClaimRef | None = Field(
+        None, description="A PVC holding the dataset (ReadOnlyMany or ReadWriteMany for "
+        "several nodes).")
+    host_path: HostPathRef | None = Field(None, description="A directory present on every node.")
+    nfs: NFSRef | None = Field(None, description="An NFS export.")
+    sub_path: str = Field("", description="Directory inside the volume that holds train/ and "
+                          "val/ (or train_list.txt and val_list.txt).")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> DatasetSpec:
+        sources = [s for s in (self.persistent_volume_claim, self.host_path, self.nfs) if s]
+        if self.synthetic and sources:
+            raise ValueError("synthetic data takes no volume")
+        if not self.synthetic and len(sources) != 1:
+            raise ValueError("set exactly one of persistentVolumeClaim, hostPath, nfs, or "
+                             "synthetic: true")
+        return self
+
+
+class CheckpointSpec(_Model):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "Storage for checkpoints and metrics, mounted read-write at "
+        "/checkpoints on every node, so a restarted group resumes. Set exactly one of "
+        "persistentVolumeClaim and hostPath. Without it, checkpoints live in the pod and a "
+        "restart trains from the beginning.",
+        **_one_of("persistentVolumeClaim", "hostPath"),
+    })
+
+    persistent_volume_claim: PersistentVolumeClaimRef | None = Field(
+        None, description="A ReadWriteMany PVC (shared by all nodes of the job).")
+    host_path: HostPathRef | None = Field(None, description="A directory on the node (one-node "
+                                          "jobs, or a path every node shares).")
+    sub_path: str = Field("", description="Directory inside the volume; default: the name of "
+                          "the training, so jobs can share one volume.")
+
+
+class TrainingOptions(_Model):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "Options of the bundled trainer (resnet50-train); unset ones come from "
+        "the preset, then from the trainer's defaults."
+    })
+
+    preset: Literal[tuple(sorted(PRESETS))] | None = Field(  # type: ignore[valid-type]
+        None, description="A reference configuration of the trainer (batch size, precision).")
+    precision: Literal[PRECISIONS] | None = Field(  # type: ignore[valid-type]
+        None, description="fp32, amp (fp16 autocast with a GradScaler) or bf16.")
+    channels_last: bool | None = Field(None, description="NHWC memory format.")
+    epochs: int | None = Field(None, ge=1, description="Training epochs.")
+    batch_size: int | None = Field(None, ge=1, description="Images per process (per GPU).")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate; default: 0.1 per 256 "
+                             "images of the global batch.")
+    workers: int | None = Field(None, ge=0, description="DataLoader workers per process.")
+    print_freq: int | None = Field(None, ge=1, description="Log every N steps.")
+    extra_args: list[str] = Field(default_factory=list, description="More resnet50-train "
+                                  "arguments, appended as given.")
+
+
+class ResourcesSpec(_Model):
+    cpu: str | None = Field(None, description="CPU request and limit per pod, e.g. '32'.")
+    memory: str | None = Field(None, description="Memory request and limit per pod, e.g. "
+                               "'256Gi'.")
+
+
+class RestartPolicySpec(_Model):
+    max_restarts: int = Field(3, ge=0, description="Whole-group restarts after retryable "
+                              "failures (signals, OOM kill, eviction, node loss) before the "
+                              "training is Failed.")
+    backoff_seconds: int = Field(10, ge=0, description="Wait before the first restart; doubles "
+                                 "with each restart.")
+    max_backoff_seconds: int = Field(300, ge=0, description="Upper bound of the wait.")
+
+
+class SchedulingSpec(_Model):
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the "
+                                          "pods require.")
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Pod "
+                                              "tolerations (core/v1 Toleration).")
+    affinity: dict[str, Any] | None = Field(None, description="Pod affinity (core/v1 Affinity).")
+    priority_class_name: str | None = Field(None, description="PriorityClass of the pods.")
+    scheduler_name: str | None = Field(None, description="Scheduler of the pods (e.g. a gang "
+                                       "scheduler).")
+
+
+class RunPolicySpec(_Model):
+    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail the training "
+                                                "when it has run this long, as in a Job.")
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete the "
+                                                   "training this long after it finished.")
+    suspend: bool = Field(False, description="Delete the pods and keep the training until "
+                          "set back to false; it then resumes from its checkpoint.")
+
+
+class LocalObjectReference(_Model):
+    name: str = Field(min_length=1, description="Name of the Secret.")
+
+
+class ResNet50TrainingSpec(_Model):
+    """What users write under .spec."""
+
+    image: str | None = Field(None, description="Trainer image; default: the operator's "
+                              "configured trainer image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="When the kubelet pulls the image.")
+    nodes: int = Field(1, ge=1, le=1024, description="Pods, one per node.")
+    gpus_per_node: int = Field(8, ge=0, le=16, description="GPUs per pod, one process each; 0 "
+                               "trains on the CPU with gloo and processesPerNode processes.")
+    processes_per_node: int = Field(1, ge=1, le=64, description="Processes per pod when "
+                                    "gpusPerNode is 0.")
+    gpu_resource_name: str = Field("nvidia.com/gpu", min_length=1, description="Extended "
+                                   "resource of the GPUs, e.g. iluvatar.ai/gpu.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec,
+                                     description="CPU and memory of each pod.")
+    shm_size: str = Field("8Gi", description="Size of the /dev/shm memory volume that "
+                          "DataLoader workers exchange batches through.")
+    dataset: DatasetSpec = Field(description="The training data.")
+    checkpoint: CheckpointSpec | None = Field(None, description="Checkpoint storage.")
+    training: TrainingOptions = Field(default_factory=TrainingOptions,
+                                      description="Trainer options.")
+    restart_policy: RestartPolicySpec = Field(default_factory=RestartPolicySpec,
+                                              description="Whole-group restarts.")
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec,
+                                       description="Where the pods may run.")
+    env: list[dict[str, Any]] = Field(default_factory=list, description="Extra environment "
+                                      "variables of the trainer (core/v1 EnvVar); they win over "
+                                      "the operator's NCCL defaults.")
+    service_account_name: str | None = Field(None, description="ServiceAccount of the pods.")
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list,
+                                                           description="Secrets to pull the "
+                                                           "image with.")
+    run_policy: RunPolicySpec = Field(default_factory=RunPolicySpec,
+                                      description="Deadline, clean-up and suspension.")
+
+    @property
+    def processes(self) -> int:
+        """Processes per pod: one per GPU, or processesPerNode on the CPU."""
+        return self.gpus_per_node or self.processes_per_node
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.processes
+
+
+# The printer columns and the status schema ---------------------------------------------
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str = ""
+    observed_generation: int | None = None
+
+
+class NodeCount(_Model):
+    ready: int = 0
+    total: int = 0
+
+
+class RestartRecord(_Model):
+    attempt: int = Field(description="The attempt that failed (0 is the first).")
+    time: str
+    reason: str
+    message: str = ""
+
+
+class FailureRecord(_Model):
+    pod: str
+    exit_code: int | None = None
+    reason: str = ""
+    message: str = Field("", description="The end of the container's log or termination "
+                         "message.")
+
+
+class ResNet50TrainingStatus(_Model):
+    phase: Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"] = \
+        "Pending"
+    attempt: int = Field(0, description="Current attempt; each whole-group restart adds one.")
+    pods_created: bool = Field(False, description="Whether every pod of the attempt was "
+                               "created; a pod missing afterwards was deleted.")
+    restarts: int = 0
+    restart_at: str | None = Field(None, description="When the back-off of a restart ends.")
+    nodes: NodeCount = Field(default_factory=NodeCount)
+    ready: str = Field("0/0", description="nodes.ready/nodes.total, for kubectl get.")
+    gpus: int = 0
+    start_time: str | None = None
+    completion_time: str | None = None
+    last_failure: FailureRecord | None = None
+    restart_history: list[RestartRecord] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None

@@ -1,0 +1,313 @@
+"""The operator's decisions, table by table, without any server."""
+
+import datetime as dt
+
+import pytest
+from cases import training
+from resnet50_operator.reconcile import (
+    CreateObject,
+    DeletePod,
+    DeleteTraining,
+    PodView,
+    classify,
+    observe_pod,
+    reconcile,
+    reject,
+    timestamp,
+)
+from resnet50_operator.spec import ResNet50TrainingStatus
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, 0, tzinfo=dt.timezone.utc)
+
+
+def later(seconds):
+    return NOW + dt.timedelta(seconds=seconds)
+
+
+def pod(index, phase="Running", attempt=0, **kw):
+    return PodView(name=f"r50-{index}", index=index, attempt=attempt, phase=phase, **kw)
+
+
+def status(**kw):
+    base = {"start_time": timestamp(NOW), "pods_created": True}
+    base.update(kw)
+    return ResNet50TrainingStatus(**base)
+
+
+def run(st, pods, t=None, service=True, now=NOW, settings=None, generation=1):
+    from resnet50_operator.settings import OperatorSettings
+
+    return reconcile(t or training(), st, pods, service, now, settings or OperatorSettings(),
+                     generation)
+
+
+def created(decision):
+    return [a.body["metadata"]["name"] for a in decision.actions if isinstance(a, CreateObject)]
+
+
+def deleted(decision):
+    return [(a.name, a.force) for a in decision.actions if isinstance(a, DeletePod)]
+
+
+def condition(decision, type_):
+    return next(c for c in decision.status.conditions if c.type == type_)
+
+
+# ------------------------------------------------------------------ creation and phases
+
+
+def test_a_new_training_gets_its_service_and_one_pod_per_node():
+    d = run(ResNet50TrainingStatus(), [], service=False)
+    assert created(d) == ["r50", "r50-0", "r50-1"]
+    assert d.status.pods_created and d.status.phase == "Pending"
+    assert d.status.start_time == timestamp(NOW) and d.status.gpus == 16
+    assert d.status.ready == "0/2" and d.status.observed_generation == 1
+    assert condition(d, "Created").status == "True"
+
+
+def test_creation_is_idempotent_after_a_partial_create():
+    """The operator died after creating pod 0 and before writing status."""
+    d = run(status(pods_created=False), [pod(0, "Pending")])
+    assert created(d) == ["r50-1"]
+
+
+def test_nothing_is_created_twice():
+    d = run(status(), [pod(0, "Pending"), pod(1, "Pending")])
+    assert d.actions == []
+
+
+def test_all_pods_running_is_phase_running():
+    d = run(status(phase="Pending"), [pod(0), pod(1)])
+    assert d.status.phase == "Running" and d.status.ready == "2/2"
+    assert condition(d, "Running").status == "True"
+    assert [e.reason for e in d.events] == ["Running"]
+
+
+def test_an_unchanged_running_job_emits_no_event_and_keeps_transition_times():
+    first = run(status(phase="Pending"), [pod(0), pod(1)])
+    again = run(first.status, [pod(0), pod(1)], now=later(60))
+    assert again.events == [] and again.actions == []
+    assert condition(again, "Running").last_transition_time == timestamp(NOW)
+
+
+@pytest.mark.parametrize(
+    ("pods", "reason", "message"),
+    [
+        pytest.param([pod(0), pod(1, "Pending", unschedulable="0/3 nodes are available: 3 "
+                                                          "Insufficient nvidia.com/gpu.")],
+                     "Unschedulable", "pod r50-1: 0/3 nodes are available: 3 Insufficient "
+                     "nvidia.com/gpu.", id="unschedulable"),
+        pytest.param([pod(0, "Pending", container_reason="ImagePullBackOff",
+                          container_message="Back-off pulling image \"t:1\""), pod(1)],
+                     "ImagePullBackOff", "pod r50-0: Back-off pulling image \"t:1\"",
+                     id="image-pull"),
+        pytest.param([pod(0), pod(1, "Pending")], "WaitingForPods", "1 of 2 node(s) running",
+                     id="starting"),
+    ],
+)
+def test_pending_says_why(pods, reason, message):
+    d = run(status(), pods)
+    assert d.status.phase == "Pending"
+    running = condition(d, "Running")
+    assert (running.status, running.reason, running.message) == ("False", reason, message)
+
+
+def test_all_pods_succeeded_is_success_and_the_pods_stay():
+    d = run(status(phase="Running"), [pod(0, "Succeeded"), pod(1, "Succeeded")])
+    assert d.status.phase == "Succeeded" and d.status.completion_time == timestamp(NOW)
+    assert d.actions == [] and condition(d, "Succeeded").status == "True"
+
+
+def test_master_done_before_the_worker_is_still_running():
+    d = run(status(phase="Running"), [pod(0, "Succeeded"), pod(1)])
+    assert d.status.phase == "Running"
+
+
+# ------------------------------------------------------------------ failures
+
+
+@pytest.mark.parametrize(
+    ("failed", "retryable", "reason"),
+    [
+        pytest.param(pod(1, "Failed", exit_code=137, container_reason="OOMKilled"), True,
+                     "OOMKilled", id="oom-137"),
+        pytest.param(pod(1, "Failed", exit_code=143, container_reason="Error"), True, "Error",
+                     id="sigterm-143"),
+        pytest.param(pod(1, "Failed", pod_reason="Evicted", pod_message="low on memory"), True,
+                     "Evicted", id="evicted"),
+        pytest.param(pod(1, "Unknown"), True, "NodeLost", id="node-lost"),
+        pytest.param(pod(1, "Running", deleting=True), True, "PodDeleted", id="deleted"),
+        pytest.param(pod(1, "Failed", exit_code=2, container_reason="Error"), False,
+                     "ConfigurationError", id="config-error-2"),
+        pytest.param(pod(1, "Failed", exit_code=3, container_reason="Error"), False,
+                     "DataError", id="data-error-3"),
+        pytest.param(pod(1, "Failed", exit_code=1, container_reason="Error"), False, "Error",
+                     id="crash-1"),
+        pytest.param(pod(1, "Failed", exit_code=127, container_reason="Error"), False, "Error",
+                     id="not-found-127"),
+    ],
+)
+def test_failures_are_classified(failed, retryable, reason):
+    failure = classify(failed)
+    assert (failure.retryable, failure.reason) == (retryable, reason)
+
+
+def test_healthy_pods_are_not_failures():
+    assert classify(pod(0)) is None and classify(pod(0, "Succeeded")) is None
+
+
+def test_a_retryable_failure_restarts_the_whole_group():
+    oom = pod(1, "Failed", exit_code=137, container_reason="OOMKilled",
+              container_message="epoch 3 step 10")
+    d = run(status(phase="Running"), [pod(0), oom])
+    assert deleted(d) == [("r50-0", False), ("r50-1", False)]
+    st = d.status
+    assert (st.phase, st.restarts, st.attempt, st.pods_created) == ("Restarting", 1, 1, False)
+    assert st.restart_at == timestamp(later(10))
+    assert st.restart_history[0].reason == "OOMKilled" and st.restart_history[0].attempt == 0
+    assert st.last_failure.exit_code == 137 and st.last_failure.message == "epoch 3 step 10"
+    assert condition(d, "Restarting").status == "True"
+    (event,) = d.events
+    assert event.type == "Warning" and event.reason == "Restarting"
+    assert "restart 1 of 3 in 10 s after pod r50-1 exit code 137 (OOMKilled)" in event.message
+
+
+def test_a_pod_that_disappeared_restarts_the_group():
+    d = run(status(phase="Running"), [pod(0)])
+    assert d.status.phase == "Restarting" and d.status.last_failure.reason == "PodDeleted"
+
+
+@pytest.mark.parametrize(("restarts", "wait"), [(0, 10), (1, 20), (2, 40), (5, 300)])
+def test_back_off_doubles_up_to_its_limit(restarts, wait):
+    t = training(restartPolicy={"maxRestarts": 10})
+    d = run(status(restarts=restarts), [pod(0), pod(1, "Failed", exit_code=137)], t=t)
+    assert d.status.restart_at == timestamp(later(wait))
+
+
+def test_a_configuration_error_fails_at_once_and_keeps_the_failed_pod():
+    bad = pod(1, "Failed", exit_code=2, container_message="resnet50-train: error: data path "
+              "/data does not exist")
+    d = run(status(phase="Running"), [pod(0), bad])
+    assert d.status.phase == "Failed" and d.status.restarts == 0
+    assert deleted(d) == [("r50-0", False)]  # the survivor stops; the failed pod keeps its logs
+    failed = condition(d, "Failed")
+    assert failed.reason == "ConfigurationError"
+    assert failed.message.startswith("pod r50-1 exit code 2 (ConfigurationError): "
+                                     "resnet50-train: error: data path /data does not exist")
+    assert [e.type for e in d.events] == ["Warning"]
+
+
+def test_the_restart_budget_runs_out():
+    d = run(status(restarts=3, attempt=3), [pod(0, attempt=3),
+                                            pod(1, "Failed", attempt=3, exit_code=137)])
+    assert d.status.phase == "Failed"
+    assert condition(d, "Failed").reason == "RestartLimitExceeded"
+    assert "restart budget of 3 spent; last failure: pod r50-1 exit code 137" in \
+        condition(d, "Failed").message
+
+
+# ------------------------------------------------------------------ between attempts
+
+
+def test_the_old_attempt_is_deleted_before_the_new_one_is_created():
+    st = status(phase="Restarting", attempt=1, pods_created=False, restarts=1)
+    d = run(st, [pod(0, attempt=0), pod(1, "Failed", attempt=0, deleting=True,
+                                        deletion_deadline=later(30))])
+    assert deleted(d) == [("r50-0", False)] and created(d) == []
+
+
+def test_a_pod_stuck_terminating_is_force_deleted():
+    """No kubelet (a lost node) ever confirms the deletion."""
+    st = status(phase="Restarting", attempt=1, pods_created=False)
+    stuck = pod(0, attempt=0, deleting=True, deletion_deadline=NOW)
+    assert deleted(run(st, [stuck], now=later(59))) == []
+    assert deleted(run(st, [stuck], now=later(60))) == [("r50-0", True)]
+
+
+def test_back_off_then_the_next_attempt_is_created():
+    st = status(phase="Restarting", attempt=1, pods_created=False, restarts=1,
+                restart_at=timestamp(later(10)))
+    assert run(st, [], now=later(5)).actions == []
+    d = run(st, [], now=later(10))
+    assert created(d) == ["r50-0", "r50-1"]
+    pods = [a.body for a in d.actions if isinstance(a, CreateObject)]
+    assert {p["metadata"]["labels"]["resnet50.dev/attempt"] for p in pods} == {"1"}
+    assert d.status.phase == "Pending" and condition(d, "Restarting").status == "False"
+
+
+# ------------------------------------------------------------------ run policy
+
+
+def test_suspend_deletes_the_pods_and_resume_starts_a_new_attempt():
+    t = training(runPolicy={"suspend": True})
+    d = run(status(phase="Running"), [pod(0), pod(1)], t=t)
+    assert deleted(d) == [("r50-0", False), ("r50-1", False)]
+    assert (d.status.phase, d.status.attempt, d.status.restarts) == ("Suspended", 1, 0)
+    resumed = run(d.status, [], now=later(100))
+    assert resumed.status.phase == "Pending" and created(resumed) == ["r50-0", "r50-1"]
+    assert resumed.status.start_time == timestamp(later(100))
+    assert condition(resumed, "Suspended").status == "False"
+
+
+def test_active_deadline_fails_the_training():
+    t = training(runPolicy={"activeDeadlineSeconds": 3600})
+    assert run(status(phase="Running"), [pod(0), pod(1)], t=t, now=later(3599)).actions == []
+    d = run(status(phase="Running"), [pod(0), pod(1)], t=t, now=later(3600))
+    assert d.status.phase == "Failed" and condition(d, "Failed").reason == "DeadlineExceeded"
+    assert deleted(d) == [("r50-0", False), ("r50-1", False)]
+
+
+def test_ttl_after_finished_deletes_the_training():
+    t = training(runPolicy={"ttlSecondsAfterFinished": 600})
+    done = status(phase="Succeeded", completion_time=timestamp(NOW))
+    assert run(done, [pod(0, "Succeeded")], t=t, now=later(599)).actions == []
+    assert run(done, [pod(0, "Succeeded")], t=t, now=later(600)).actions == [DeleteTraining()]
+
+
+def test_a_finished_training_is_left_alone():
+    d = run(status(phase="Failed"), [pod(0, "Failed", exit_code=2)])
+    assert d.actions == [] and d.events == []
+
+
+# ------------------------------------------------------------------ invalid specs
+
+
+def test_an_invalid_spec_fails_once_and_a_fixed_one_starts_afresh():
+    d = reject(ResNet50TrainingStatus(), "spec.nodes: too many", NOW, generation=1)
+    assert d.status.phase == "Failed" and condition(d, "Failed").reason == "InvalidSpec"
+    assert [e.reason for e in d.events] == ["InvalidSpec"]
+    assert reject(d.status, "spec.nodes: too many", NOW, generation=1).events == []
+    same_generation = run(d.status, [], generation=1)
+    assert same_generation.status.phase == "Failed" and same_generation.actions == []
+    fixed = run(d.status, [], generation=2, service=False)
+    assert fixed.status.phase == "Pending" and created(fixed) == ["r50", "r50-0", "r50-1"]
+
+
+# ------------------------------------------------------------------ observation
+
+
+def test_observe_a_pod_as_the_api_returns_it():
+    body = {
+        "metadata": {"name": "r50-1", "labels": {"resnet50.dev/node-index": "1",
+                                                 "resnet50.dev/attempt": "2"},
+                     "deletionTimestamp": "2026-11-22T12:00:30Z"},
+        "status": {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {
+            "terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "tail"}}}]},
+    }
+    view = observe_pod(body)
+    assert (view.index, view.attempt, view.exit_code, view.container_reason) == (
+        1, 2, 137, "OOMKilled")
+    assert view.deleting and view.deletion_deadline == later(30)
+
+
+def test_observe_the_schedulers_reason():
+    body = {"metadata": {"name": "r50-0", "labels": {"resnet50.dev/node-index": "0",
+                                                     "resnet50.dev/attempt": "0"}},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}]}}
+    assert observe_pod(body).unschedulable.endswith("Insufficient nvidia.com/gpu.")
+
+
+def test_pods_without_our_labels_are_ignored():
+    assert observe_pod({"metadata": {"name": "other", "labels": {}}, "status": {}}) is None

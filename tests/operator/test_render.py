@@ -1,0 +1,208 @@
+import kubernetes_validate
+import pytest
+from cases import EXAMPLES, example, training
+from resnet50_operator.render import (
+    ATTEMPT_LABEL,
+    NODE_INDEX_LABEL,
+    TRAINING_LABEL,
+    parse_training,
+    render_all,
+    render_pod,
+    render_service,
+    trainer_args,
+)
+
+K8S = kubernetes_validate.latest_version()
+
+
+def env_of(pod):
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in
+            pod["spec"]["containers"][0]["env"]}
+
+
+def container(pod):
+    return pod["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.yaml")))
+def test_every_example_renders_objects_valid_against_the_kubernetes_schemas(name, settings):
+    body = example(name)
+    body["metadata"].update(namespace="ml", uid="uid-1")
+    objects = render_all(parse_training(body), attempt=0, settings=settings)
+    assert [o["kind"] for o in objects] == ["Service"] + ["Pod"] * body["spec"]["nodes"]
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S, strict=True)
+
+
+def test_headless_service_publishes_not_ready_addresses(settings):
+    svc = render_service(training(), settings)
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"]
+    assert svc["spec"]["selector"] == {TRAINING_LABEL: "r50"}
+    assert svc["spec"]["ports"][0]["port"] == 29500
+
+
+def test_pods_are_owned_labelled_and_have_stable_dns(settings):
+    pod = render_pod(training(), 1, 3, settings)
+    meta, spec = pod["metadata"], pod["spec"]
+    assert meta["name"] == "r50-1" and meta["namespace"] == "ml"
+    (owner,) = meta["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "ResNet50Training", "r50", "uid-1", True)
+    assert meta["labels"][TRAINING_LABEL] == "r50"
+    assert (meta["labels"][NODE_INDEX_LABEL], meta["labels"][ATTEMPT_LABEL]) == ("1", "3")
+    assert meta["labels"]["app.kubernetes.io/instance"] == "r50"
+    assert (spec["hostname"], spec["subdomain"]) == ("r50-1", "r50")
+    assert spec["restartPolicy"] == "Never"
+
+
+def test_rendezvous_environment_is_pytorchjob_style(settings):
+    env = env_of(render_pod(training(), 1, 0, settings))
+    assert env["MASTER_ADDR"] == env["PET_MASTER_ADDR"] == "r50-0.r50.ml.svc"
+    assert env["MASTER_PORT"] == env["PET_MASTER_PORT"] == "29500"
+    assert (env["WORLD_SIZE"], env["PET_NNODES"], env["PET_NPROC_PER_NODE"]) == ("16", "2", "8")
+    assert env["PET_NODE_RANK"] == env["RANK"] == "1"
+    assert env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_master_address_is_the_same_in_every_attempt(settings):
+    addresses = {env_of(render_pod(training(), 1, a, settings))["MASTER_ADDR"] for a in range(3)}
+    assert addresses == {"r50-0.r50.ml.svc"}
+
+
+def test_user_env_wins_over_the_nccl_defaults(settings):
+    t = training(env=[{"name": "NCCL_DEBUG", "value": "INFO"},
+                      {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])
+    env = env_of(render_pod(t, 0, 0, settings))
+    assert env["NCCL_DEBUG"] == "INFO" and "secretKeyRef" in env["TOKEN"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "limits"),
+    [
+        pytest.param({}, {"nvidia.com/gpu": 8}, id="gpus-only"),
+        pytest.param({"gpuResourceName": "iluvatar.ai/gpu", "gpusPerNode": 4},
+                     {"iluvatar.ai/gpu": 4}, id="other-vendor"),
+        pytest.param({"resources": {"cpu": "32", "memory": "256Gi"}},
+                     {"nvidia.com/gpu": 8, "cpu": "32", "memory": "256Gi"}, id="cpu-memory"),
+        pytest.param({"gpusPerNode": 0, "processesPerNode": 2}, None, id="cpu-job"),
+    ],
+)
+def test_resources_request_what_they_limit(spec, limits, settings):
+    resources = container(render_pod(training(spec), 0, 0, settings))["resources"]
+    if limits is None:
+        assert resources == {}
+    else:
+        assert resources == {"limits": limits, "requests": limits}
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param({}, ["--data-path", "/data", "--output-dir", "/checkpoints/r50"],
+                     id="defaults"),
+        pytest.param({"dataset": {"synthetic": True}, "gpusPerNode": 0},
+                     ["--synthetic", "--output-dir", "/checkpoints/r50", "--device", "cpu"],
+                     id="synthetic-cpu"),
+        pytest.param({"dataset": {"hostPath": {"path": "/mnt/ds"}, "subPath": "imagenet/"},
+                      "checkpoint": {"hostPath": {"path": "/ck"}, "subPath": "runs/a"}},
+                     ["--data-path", "/data/imagenet", "--output-dir", "/checkpoints/runs/a"],
+                     id="sub-paths"),
+        pytest.param({"training": {"preset": "amp-8cards", "epochs": 5, "channelsLast": False,
+                                   "extraArgs": ["--label-smoothing", "0.1"]}},
+                     ["--preset", "amp-8cards", "--data-path", "/data", "--output-dir",
+                      "/checkpoints/r50", "--epochs", "5", "--no-channels-last",
+                      "--label-smoothing", "0.1"], id="training-options"),
+    ],
+)
+def test_trainer_arguments(spec, expected):
+    assert trainer_args(training(spec)) == expected
+
+
+def test_launch_topology_reaches_the_trainer_through_the_environment(settings):
+    """The container runs resnet50-train, whose launcher reads PET_* (and keeps exit codes)."""
+    c = container(render_pod(training(), 0, 0, settings))
+    assert c["command"] == ["resnet50-train"]
+    assert not any(a.startswith(("--nnodes", "--node-rank", "--master")) for a in c["args"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "data_volume"),
+    [
+        pytest.param({}, {"persistentVolumeClaim": {"claimName": "imagenet", "readOnly": True}},
+                     id="pvc"),
+        pytest.param({"dataset": {"hostPath": {"path": "/mnt/imagenet"}}},
+                     {"hostPath": {"path": "/mnt/imagenet", "type": "Directory"}}, id="hostPath"),
+        pytest.param({"dataset": {"nfs": {"server": "nas", "path": "/export/imagenet"}}},
+                     {"nfs": {"server": "nas", "path": "/export/imagenet", "readOnly": True}},
+                     id="nfs"),
+    ],
+)
+def test_dataset_is_mounted_read_only(spec, data_volume, settings):
+    pod = render_pod(training(spec), 0, 0, settings)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert {k: v for k, v in volumes["data"].items() if k != "name"} == data_volume
+    mounts = {m["name"]: m for m in container(pod)["volumeMounts"]}
+    assert mounts["data"] == {"name": "data", "mountPath": "/data", "readOnly": True}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+    assert mounts["dshm"]["mountPath"] == "/dev/shm"
+
+
+def test_checkpoints_survive_restarts_only_on_a_volume(settings):
+    with_volume = render_pod(training({"checkpoint": {"persistentVolumeClaim":
+                                                      {"claimName": "ck"}}}), 0, 0, settings)
+    volumes = {v["name"]: v for v in with_volume["spec"]["volumes"]}
+    assert volumes["checkpoints"]["persistentVolumeClaim"]["claimName"] == "ck"
+    without = {v["name"]: v for v in render_pod(training(), 0, 0, settings)["spec"]["volumes"]}
+    assert without["checkpoints"] == {"name": "checkpoints", "emptyDir": {}}
+
+
+def test_scheduling_fields_pass_through(settings):
+    t = training({"scheduling": {
+        "nodeSelector": {"gpu": "h100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {}}, "priorityClassName": "high",
+        "schedulerName": "volcano"},
+        "serviceAccountName": "trainer", "imagePullSecrets": [{"name": "regcred"}]})
+    spec = render_pod(t, 0, 0, settings)["spec"]
+    assert spec["nodeSelector"] == {"gpu": "h100"}
+    assert spec["tolerations"][0]["operator"] == "Exists"
+    assert (spec["priorityClassName"], spec["schedulerName"]) == ("high", "volcano")
+    assert spec["serviceAccountName"] == "trainer"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_security_context_is_restricted_but_lets_training_run(settings):
+    pod = render_pod(training(), 0, 0, settings)
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    sc = container(pod)["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_image_defaults_to_the_operator_setting(settings):
+    assert container(render_pod(training(), 0, 0, settings))["image"] == settings.trainer_image
+    assert container(render_pod(training(image="me/t:1"), 0, 0, settings))["image"] == "me/t:1"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"gpusPerNode": 17}, "spec.gpusPerNode: Input should be less than or equal to 16 "
+                              "(got 17)"),
+        ({"nodes": 0}, "spec.nodes: Input should be greater than or equal to 1 (got 0)"),
+        ({"dataset": {}}, "spec.dataset: set exactly one of persistentVolumeClaim"),
+        ({"dataset": {"synthetic": True, "hostPath": {"path": "/x"}}},
+         "spec.dataset: synthetic data takes no volume"),
+        ({"training": {"precision": "fp8"}}, "spec.training.precision: Input should be 'fp32'"),
+    ],
+)
+def test_invalid_specs_name_the_field(spec, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        training(spec)
+
+
+def test_names_too_long_for_pod_hostnames_are_refused():
+    with pytest.raises(ValueError, match="metadata.name: 57 characters, at most 56"):
+        training(name="x" * 57)
