@@ -234,6 +234,9 @@ class FailureRecord(_Model):
 
 
 class ResNet50TrainingStatus(_Model):
+    # The status may carry fields of other writers (kopf's own bookkeeping): ignore them.
+    model_config = ConfigDict(extra="ignore")
+
     phase: Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"] = \
         "Pending"
     attempt: int = Field(0, description="Current attempt; each whole-group restart adds one.")
