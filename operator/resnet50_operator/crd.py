@@ -49,7 +49,7 @@ def structural(node: dict[str, Any]) -> dict[str, Any]:
         if len(real) != 1:
             raise ValueError(f"cannot express anyOf {branches} in a structural schema")
         node = {**real[0], **node}
-    if node.get("default") is None:
+    if node.get("default") in (None, ""):  # an empty default says nothing; 1.20 rejects ""
         node.pop("default", None)
     if "const" in node:
         node["enum"] = [node.pop("const")]
@@ -63,13 +63,16 @@ def structural(node: dict[str, Any]) -> dict[str, Any]:
     if kind == "object" or "properties" in node:
         out["type"] = "object"
         if "properties" in node:
-            out["properties"] = {k: structural(v) for k, v in node["properties"].items()}
-            if node.get("required"):
-                out["required"] = node["required"]
-            elif not branches:
-                # An always-present section: the apiserver then fills in its defaults too,
-                # so `kubectl get -o yaml` shows every value the operator will use.
-                out.setdefault("default", {})
+            required = node.get("required", [])
+            out["properties"] = {}
+            for name, child in node["properties"].items():
+                out["properties"][name] = structural(child)
+                if _always_present_section(child) and name not in required:
+                    # The apiserver then fills in the section's defaults too, so that
+                    # `kubectl get -o yaml` shows every value the operator will use.
+                    out["properties"][name]["default"] = {}
+            if required:
+                out["required"] = required
         additional = node.get("additionalProperties")
         if isinstance(additional, dict) and additional:
             out["additionalProperties"] = structural(additional)
@@ -78,6 +81,12 @@ def structural(node: dict[str, Any]) -> dict[str, Any]:
     elif kind == "array":
         out["items"] = structural(node.get("items", {"type": "object"}))
     return out
+
+
+def _always_present_section(node: dict[str, Any]) -> bool:
+    """An object field that pydantic fills with its model's defaults (not Optional, no oneOf)."""
+    return "properties" in node and "anyOf" not in node and "oneOf" not in node and \
+        node.get("type", "object") == "object"
 
 
 def openapi_schema(model: type[s._Model]) -> dict[str, Any]:

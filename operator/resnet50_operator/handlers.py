@@ -1,14 +1,25 @@
 """kopf wiring only: read the world, call the pure core, apply what it returns.
 
-Every ResNet50Training is reconciled on a timer: its pods are listed from the API (a
-consistent read, so a pod created a moment ago is never mistaken for a deleted one),
-reconcile() decides, and this module creates/deletes objects, posts Events and patches
-the status when it changed.
+Three triggers lead to the same reconcile_one(namespace, name):
+  * a watch event of the training (created, spec or status changed);
+  * a watch event of one of its pods (labelled with the training's name);
+  * a sweep over all trainings every reconcile interval, for what time alone changes
+    (the end of a restart back-off, deadlines, TTLs, pods stuck Terminating).
+Deliberately no per-object kopf timer or daemon: kopf puts a finalizer on every object
+that has one, and a training could then not be deleted while the operator is down.
+
+reconcile_one reads the training and lists its pods from the API (a consistent read, so
+a pod created a moment ago is never mistaken for a deleted one), holds a per-training
+lock so two triggers never decide at once, and writes the status with the resourceVersion
+it read, so a decision made on stale data is rejected rather than applied.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import threading
+from collections import defaultdict
 from typing import Any
 
 import kopf
@@ -18,60 +29,108 @@ from kubernetes.client.rest import ApiException
 from resnet50_operator import reconcile as core
 from resnet50_operator import render
 from resnet50_operator.settings import OperatorSettings
-from resnet50_operator.spec import GROUP, PLURAL, VERSION, ResNet50TrainingStatus
+from resnet50_operator.spec import GROUP, KIND, PLURAL, VERSION, ResNet50TrainingStatus
 
-SETTINGS = OperatorSettings.from_env()
+log = logging.getLogger(__name__)
 # Fields that act at once; any other spec change reaches the pods at the next attempt only.
-_APPLIED_AT_NEXT_ATTEMPT_EXEMPT = ("runPolicy", "restartPolicy")
+_ACT_AT_ONCE = ("runPolicy", "restartPolicy")
 _ACTIVE = ("Pending", "Running", "Restarting")
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.posting.enabled = False  # our Events say what happened; kopf's log echo is noise
+    # Our own Events say what happened; of kopf's log echo keep only handler errors.
+    settings.posting.level = logging.ERROR
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
+    memo.settings = OperatorSettings.from_env()
     memo.core = client.CoreV1Api()
     memo.custom = client.CustomObjectsApi()
+    memo.locks = defaultdict(threading.Lock)
+    memo.stopping = threading.Event()
+    threading.Thread(target=_sweep, args=(memo,), name="sweep", daemon=True).start()
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.reconcile_interval_seconds,
-            initial_delay=0)
-def reconcile_training(body: kopf.Body, meta: kopf.Meta, status: kopf.Status,
-                       patch: kopf.Patch, memo: kopf.Memo, logger: logging.Logger,
-                       **_: Any) -> None:
-    now = core.now_utc()
-    current = ResNet50TrainingStatus.model_validate(dict(status))
-    generation = meta.get("generation")
-    try:
-        training = render.parse_training(dict(body))
-    except ValueError as exc:
-        decision = core.reject(current, str(exc), now, generation)
-    else:
-        pods, service_exists = _observe(memo, training)
-        decision = core.reconcile(training, current, pods, service_exists, now, SETTINGS,
-                                  generation)
-    _apply(decision, body, memo, logger)
-    new = decision.status.model_dump(by_alias=True, mode="json")
-    if new != current.model_dump(by_alias=True, mode="json"):
-        patch.status.update(new)
+@kopf.on.cleanup()
+def stop_sweeping(memo: kopf.Memo, **_: Any) -> None:
+    memo.stopping.set()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def on_training_event(type: str, namespace: str, name: str, memo: kopf.Memo,
+                      **_: Any) -> None:
+    if type != "DELETED":
+        reconcile_one(memo, namespace, name)
+
+
+@kopf.on.event("", "v1", "pods", labels={render.TRAINING_LABEL: kopf.PRESENT})
+def on_pod_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    reconcile_one(memo, namespace, labels[render.TRAINING_LABEL])
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def warn_spec_change(body: kopf.Body, status: kopf.Status, old: Any, new: Any,
-                     **_: Any) -> None:
+                     memo: kopf.Memo, **_: Any) -> None:
     if status.get("phase") not in _ACTIVE:
         return
     old, new = old or {}, new or {}
     fields = [f"spec.{key}" for key in sorted(set(old) | set(new))
-              if old.get(key) != new.get(key) and key not in _APPLIED_AT_NEXT_ATTEMPT_EXEMPT]
+              if old.get(key) != new.get(key) and key not in _ACT_AT_ONCE]
     if fields:
-        kopf.event(body, type="Warning", reason="SpecChanged",
-                   message=f"{', '.join(fields)} changed while the training is "
-                   f"{status.get('phase')}: the running pods keep the old values; the next "
-                   "attempt (after a restart or suspend) uses the new ones")
+        _post_event(memo, dict(body), core.Event(
+            "Warning", "SpecChanged", f"{', '.join(fields)} changed while the training is "
+            f"{status.get('phase')}: the running pods keep the old values; the next attempt "
+            "(after a restart or suspend) uses the new ones"))
+
+
+def _sweep(memo: kopf.Memo) -> None:
+    interval = memo.settings.reconcile_interval_seconds
+    while not memo.stopping.wait(interval):
+        try:
+            namespaces = [memo.settings.namespace] if memo.settings.namespace else [None]
+            for namespace in namespaces:
+                for item in _list_trainings(memo, namespace):
+                    meta = item["metadata"]
+                    reconcile_one(memo, meta["namespace"], meta["name"])
+        except Exception:  # the next sweep tries again; the operator keeps running
+            log.exception("sweep failed")
+
+
+def _list_trainings(memo: kopf.Memo, namespace: str | None) -> list[dict[str, Any]]:
+    if namespace:
+        return memo.custom.list_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                         PLURAL)["items"]
+    return memo.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+
+
+def reconcile_one(memo: kopf.Memo, namespace: str, name: str) -> None:
+    with memo.locks[(namespace, name)]:
+        try:
+            body = memo.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                            name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp"):
+            return  # the garbage collector removes the pods and the Service
+        current = ResNet50TrainingStatus.model_validate(body.get("status") or {})
+        now = core.now_utc()
+        try:
+            training = render.parse_training(body)
+        except ValueError as exc:
+            decision = core.reject(current, str(exc), now, meta.get("generation"))
+        else:
+            pods, service_exists = _observe(memo, training)
+            decision = core.reconcile(training, current, pods, service_exists, now,
+                                      memo.settings, meta.get("generation"))
+        _apply(memo, decision, body)
+        new = decision.status.model_dump(by_alias=True, mode="json")
+        if new != current.model_dump(by_alias=True, mode="json"):
+            _patch_status(memo, body, new)
 
 
 def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[core.PodView], bool]:
@@ -89,9 +148,8 @@ def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[core.PodView], b
     return [p for p in pods if p is not None], service_exists
 
 
-def _apply(decision: core.Decision, body: kopf.Body, memo: kopf.Memo,
-           logger: logging.Logger) -> None:
-    namespace = body["metadata"]["namespace"]
+def _apply(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for action in decision.actions:
         try:
             if isinstance(action, core.CreateObject):
@@ -99,20 +157,58 @@ def _apply(decision: core.Decision, body: kopf.Body, memo: kopf.Memo,
                 create = (memo.core.create_namespaced_pod if kind == "Pod"
                           else memo.core.create_namespaced_service)
                 create(namespace, action.body)
-                logger.info("created %s %s", kind, action.body["metadata"]["name"])
+                log.info("%s/%s: created %s %s", namespace, name, kind,
+                         action.body["metadata"]["name"])
             elif isinstance(action, core.DeletePod):
-                memo.core.delete_namespaced_pod(action.name, namespace,
-                                                grace_period_seconds=0 if action.force
-                                                else None)
-                logger.info("deleted pod %s%s", action.name, " (forced)" if action.force
-                            else "")
+                memo.core.delete_namespaced_pod(
+                    action.name, namespace, grace_period_seconds=0 if action.force else None)
+                log.info("%s/%s: deleted pod %s%s", namespace, name, action.name,
+                         " (forced)" if action.force else "")
             elif isinstance(action, core.DeleteTraining):
-                memo.custom.delete_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, body["metadata"]["name"])
+                memo.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                            name)
+                log.info("%s/%s: deleted: ttlSecondsAfterFinished has passed", namespace, name)
         except ApiException as exc:
             # Already there / already gone: the world is as decided (an earlier run did it).
             if exc.status not in (404, 409):
-                raise kopf.TemporaryError(f"{type(action).__name__}: {exc.reason}",
-                                          delay=5) from exc
+                raise
     for event in decision.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        _post_event(memo, body, event)
+
+
+def _patch_status(memo: kopf.Memo, body: dict[str, Any], status: dict[str, Any]) -> None:
+    meta = body["metadata"]
+    patch = {"metadata": {"resourceVersion": meta["resourceVersion"]},
+             "status": _without_empty_strings(status)}
+    try:
+        memo.custom.patch_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"],
+                                                          PLURAL, meta["name"], patch)
+    except ApiException as exc:
+        if exc.status not in (404, 409):  # changed meanwhile: the next trigger decides again
+            raise
+
+
+def _without_empty_strings(value: Any, in_list: bool = False) -> Any:
+    """The 1.20 apiserver stores "" in a custom resource as null, which then fails its own
+    schema. In a merge patch an empty field becomes null (delete the key); inside list
+    items, which a merge patch replaces whole, it is left out."""
+    if isinstance(value, dict):
+        return {k: None if v == "" and not in_list else _without_empty_strings(v, in_list)
+                for k, v in value.items() if not (v == "" and in_list)}
+    if isinstance(value, list):
+        return [_without_empty_strings(v, in_list=True) for v in value]
+    return value
+
+
+def _post_event(memo: kopf.Memo, body: dict[str, Any], event: core.Event) -> None:
+    meta = body["metadata"]
+    now = dt.datetime.now(dt.timezone.utc)
+    memo.core.create_namespaced_event(meta["namespace"], {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
+                           "name": meta["name"], "namespace": meta["namespace"],
+                           "uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+        "type": event.type, "reason": event.reason, "message": event.message,
+        "source": {"component": "resnet50-operator"},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    })

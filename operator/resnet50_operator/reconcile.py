@@ -334,8 +334,9 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
         if b.status.phase == "Restarting":
             b.condition("Restarting", "False", "Recreated",
                         f"attempt {b.status.attempt} created")
-        b.phase("Pending", "Created", f"Created {spec.nodes} pod(s) of attempt "
-                f"{b.status.attempt}")
+        b.events.append(Event("Normal", "Created", f"Created {spec.nodes} pod(s) of attempt "
+                              f"{b.status.attempt}"))
+        b.update(phase="Pending")
 
     running = [p for p in current if p.phase in ("Running", "Succeeded")]
     b.nodes(len(running))

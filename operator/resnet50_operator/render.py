@@ -196,7 +196,7 @@ def resources(t: Training) -> dict[str, Any]:
     """Requests equal limits: GPUs must, and equal cpu/memory give the pod Guaranteed QoS."""
     limits: dict[str, Any] = {}
     if t.spec.gpus_per_node:
-        limits[t.spec.gpu_resource_name] = t.spec.gpus_per_node
+        limits[t.spec.gpu_resource_name] = str(t.spec.gpus_per_node)  # a quantity
     if t.spec.resources.cpu:
         limits["cpu"] = t.spec.resources.cpu
     if t.spec.resources.memory:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
 from resnet50_trainer.config import PRECISIONS, PRESETS
 
 GROUP = "resnet50.dev"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from resnet50_operator.render import Training, parse_training
 
 EXAMPLES = Path(__file__).parents[2] / "manifests" / "examples"

@@ -1,4 +1,5 @@
 import pytest
+
 from resnet50_operator.settings import OperatorSettings
 
 

@@ -3,6 +3,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+
 from resnet50_operator import crd, spec
 
 CRD_FILE = Path(__file__).parents[2] / "manifests" / "crd" / "resnet50trainings.yaml"

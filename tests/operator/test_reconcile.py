@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 from cases import training
+
 from resnet50_operator.reconcile import (
     CreateObject,
     DeletePod,
@@ -63,6 +64,7 @@ def test_a_new_training_gets_its_service_and_one_pod_per_node():
     assert d.status.start_time == timestamp(NOW) and d.status.gpus == 16
     assert d.status.ready == "0/2" and d.status.observed_generation == 1
     assert condition(d, "Created").status == "True"
+    assert [(e.type, e.reason) for e in d.events] == [("Normal", "Created")]
 
 
 def test_creation_is_idempotent_after_a_partial_create():

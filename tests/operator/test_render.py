@@ -1,6 +1,7 @@
 import kubernetes_validate
 import pytest
 from cases import EXAMPLES, example, training
+
 from resnet50_operator.render import (
     ATTEMPT_LABEL,
     NODE_INDEX_LABEL,
@@ -80,11 +81,11 @@ def test_user_env_wins_over_the_nccl_defaults(settings):
 @pytest.mark.parametrize(
     ("spec", "limits"),
     [
-        pytest.param({}, {"nvidia.com/gpu": 8}, id="gpus-only"),
+        pytest.param({}, {"nvidia.com/gpu": "8"}, id="gpus-only"),
         pytest.param({"gpuResourceName": "iluvatar.ai/gpu", "gpusPerNode": 4},
-                     {"iluvatar.ai/gpu": 4}, id="other-vendor"),
+                     {"iluvatar.ai/gpu": "4"}, id="other-vendor"),
         pytest.param({"resources": {"cpu": "32", "memory": "256Gi"}},
-                     {"nvidia.com/gpu": 8, "cpu": "32", "memory": "256Gi"}, id="cpu-memory"),
+                     {"nvidia.com/gpu": "8", "cpu": "32", "memory": "256Gi"}, id="cpu-memory"),
         pytest.param({"gpusPerNode": 0, "processesPerNode": 2}, None, id="cpu-job"),
     ],
 )

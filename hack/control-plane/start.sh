@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Start a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler on 127.0.0.1, free ports, fresh certificates) that keeps running after this
+# script exits, and wait until it is ready. Prints the admin kubeconfig's path on stdout:
+#
+#   export KUBECONFIG=$(hack/control-plane/start.sh)      # default --dir: $TMPDIR/resnet50-operator-control-plane
+#   hack/control-plane/start.sh --dir /tmp/cp1 [--node-monitor-grace-period 1h] [--timeout 180]
+#   hack/control-plane/stop.sh [--dir /tmp/cp1]
+#
+# The binaries come from hack/control-plane/build.sh (run it first); the logic lives in
+# tests/controlplane.py, which the tests use directly. Needs python3 (standard library only).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+exec "${PYTHON:-python3}" "${here}/../../tests/controlplane.py" start "$@"

@@ -1,0 +1,865 @@
+"""A real Kubernetes control plane for the tests, in the style of controller-runtime's envtest.
+
+It runs etcd, kube-apiserver, kube-controller-manager (all controllers: garbage collector,
+service accounts, node lifecycle, ...) and kube-scheduler as local processes on 127.0.0.1,
+with certificates made by `openssl` in a temporary directory and free ports. There are no
+kubelets: pods are scheduled (spec.nodeName is set) but never run; `add_node` fakes a
+node that stays Ready.
+
+The binaries (Kubernetes v1.20.2, etcd 3.4, kubectl) come from `hack/control-plane/build.sh`,
+which builds them from Debian's packages into a cache outside the repository. They are
+looked up, one by one, in:
+
+1. $KUBEBUILDER_ASSETS
+2. $RESNET50_CONTROL_PLANE_DIR/bin
+3. ${XDG_CACHE_HOME:-$HOME/.cache}/resnet50-operator/control-plane/v1.20.2/bin
+4. $PATH (etcd and kubectl only)
+
+Use from Python (only the standard library, plus the `kubernetes` client for `api_client`)::
+
+    from controlplane import ControlPlane, binaries_available
+
+    reason = binaries_available()
+    if reason:
+        pytest.skip(reason)
+    with ControlPlane() as cp:          # or cp = ControlPlane().start(); ...; cp.stop()
+        core = kubernetes.client.CoreV1Api(cp.api_client())
+        ...                             # or os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+
+or from a shell (what hack/control-plane/start.sh and stop.sh run)::
+
+    python3 tests/controlplane.py start [--dir DIR]   # prints the kubeconfig's path
+    python3 tests/controlplane.py stop  [--dir DIR]
+
+Things a test should know about this cluster (they are Kubernetes', not this file's):
+
+* The ServiceAccount admission plugin is on, so a pod can only be created in a namespace
+  once its "default" ServiceAccount has its token: `create_namespace` waits for that (and
+  start() waits for it in "default").
+* The node lifecycle controller marks a node whose Lease is not renewed Unknown after
+  `node_monitor_grace_period` (40 s by default); `add_node` renews the Lease.
+* A pod deleted on a node without a kubelet stays Terminating until it is deleted again
+  with grace period 0.
+* The garbage collector rediscovers API resources every 30 s, so dependents of a custom
+  resource whose CRD was created after start() may take 30-40 s to be collected; CRDs given
+  as `ControlPlane(crds=[...])` are created before kube-controller-manager starts, and
+  their dependents go within a second.
+
+The processes get SIGTERM if the thread that started them dies (even by SIGKILL), so a
+killed test run leaves no control plane behind (the CLI's `start` detaches them instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import ctypes
+import datetime
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+K8S_VERSION = "v1.20.2"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_IP = "10.0.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
+BUILD_HINT = "build them with `hack/control-plane/build.sh` (about 10 minutes, once per machine)"
+STATE_FILE = "control-plane.json"
+ETCD_SHM_PREFIX = "resnet50-etcd-"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be started (the message carries the log's tail)."""
+
+
+# --------------------------------------------------------------------------- binaries
+
+
+def default_cache_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "resnet50-operator" / "control-plane" / K8S_VERSION
+
+
+def search_dirs() -> list[Path]:
+    """Directories searched for the binaries, first match wins (per binary)."""
+    dirs = []
+    if os.environ.get("KUBEBUILDER_ASSETS"):
+        dirs.append(Path(os.environ["KUBEBUILDER_ASSETS"]))
+    if os.environ.get("RESNET50_CONTROL_PLANE_DIR"):
+        dirs.append(Path(os.environ["RESNET50_CONTROL_PLANE_DIR"]) / "bin")
+    dirs.append(default_cache_dir() / "bin")
+    return dirs
+
+
+def find_binaries() -> tuple[dict[str, Path], list[str]]:
+    """Return ({name: path} of what was found, [names not found]) for COMPONENTS and kubectl."""
+    found: dict[str, Path] = {}
+    for name in (*COMPONENTS, "kubectl"):
+        for d in search_dirs():
+            p = d / name
+            if p.is_file() and os.access(p, os.X_OK):
+                found[name] = p
+                break
+        else:
+            if name in ("etcd", "kubectl") and shutil.which(name):
+                found[name] = Path(shutil.which(name))  # type: ignore[arg-type]
+    missing = [n for n in COMPONENTS if n not in found]
+    return found, missing
+
+
+def binaries_available() -> str | None:
+    """None if a control plane can be started here, else the reason why not."""
+    if sys.platform != "linux":
+        return f"the test control plane runs on Linux only (this is {sys.platform})"
+    _, missing = find_binaries()
+    if missing:
+        where = ", ".join(str(d) for d in search_dirs())
+        return f"control-plane binaries not found: {', '.join(missing)} (searched {where}); " + (
+            BUILD_HINT
+        )
+    if not shutil.which("openssl"):
+        return "`openssl` is not installed (apt-get install openssl); it makes the certificates"
+    return None
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    r = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ControlPlaneError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr.strip()}")
+
+
+def _openssl_cert(
+    d: Path,
+    name: str,
+    cn: str,
+    *,
+    ca: str | None,
+    org: str | None = None,
+    server_sans: list[str] | None = None,
+    client: bool = False,
+) -> None:
+    """Make d/name.key and d/name.crt: a self-signed CA when ca is None, else signed by d/ca.*.
+
+    A private openssl config is used, so the machine's openssl.cnf does not matter.
+    """
+    dn = f"CN = {cn}\n" + (f"O = {org}\n" if org else "")
+    if ca is None:
+        ext = (
+            "basicConstraints = critical, CA:TRUE\n"
+            "keyUsage = critical, digitalSignature, keyEncipherment, keyCertSign, cRLSign\n"
+            "subjectKeyIdentifier = hash\n"
+        )
+    else:
+        usages = (["serverAuth"] if server_sans else []) + (["clientAuth"] if client else [])
+        ext = (
+            "basicConstraints = critical, CA:FALSE\n"
+            "keyUsage = critical, digitalSignature, keyEncipherment\n"
+            f"extendedKeyUsage = {', '.join(usages)}\n"
+            "authorityKeyIdentifier = keyid\n"
+        )
+        if server_sans:
+            ext += f"subjectAltName = {', '.join(server_sans)}\n"
+    cnf = d / f"{name}.cnf"
+    cnf.write_text(
+        "[req]\nprompt = no\ndistinguished_name = dn\n"
+        f"[dn]\n{dn}[ext]\n{ext}"
+    )
+    key_args = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    if ca is None:
+        _run(["openssl", "req", "-x509", "-new", *key_args, "-sha256", "-days", "30",
+              "-config", cnf.name, "-extensions", "ext",
+              "-keyout", f"{name}.key", "-out", f"{name}.crt"], d)
+    else:
+        _run(["openssl", "req", "-new", *key_args, "-config", cnf.name,
+              "-keyout", f"{name}.key", "-out", f"{name}.csr"], d)
+        _run(["openssl", "x509", "-req", "-in", f"{name}.csr", "-sha256", "-days", "30",
+              "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+              "-set_serial", str(secrets.randbits(63)),
+              "-extfile", cnf.name, "-extensions", "ext", "-out", f"{name}.crt"], d)
+        (d / f"{name}.csr").unlink()
+    cnf.unlink()
+
+
+def make_pki(d: Path) -> None:
+    """All the keys and certificates of one control plane, into d."""
+    d.mkdir(parents=True, exist_ok=True)
+    _openssl_cert(d, "ca", "resnet50-test-ca", ca=None)
+    _openssl_cert(d, "front-proxy-ca", "resnet50-test-front-proxy-ca", ca=None)
+    sans = [
+        "IP:127.0.0.1", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes",
+        "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
+        "DNS:kubernetes.default.svc.cluster.local",
+    ]
+    _openssl_cert(d, "apiserver", "kube-apiserver", ca="ca", server_sans=sans)
+    _openssl_cert(d, "admin", "admin", org="system:masters", ca="ca", client=True)
+    _openssl_cert(d, "controller-manager", "system:kube-controller-manager", ca="ca", client=True)
+    _openssl_cert(d, "scheduler", "system:kube-scheduler", ca="ca", client=True)
+    _openssl_cert(d, "front-proxy-client", "front-proxy-client", ca="front-proxy-ca", client=True)
+    _run(["openssl", "genrsa", "-out", "sa.key", "2048"], d)
+    _run(["openssl", "rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"], d)
+    for p in d.glob("*.key"):
+        p.chmod(0o600)
+
+
+def write_kubeconfig(path: Path, server: str, pki: Path, user: str, name: str) -> None:
+    """A kubeconfig with the certificates embedded (JSON, which is also YAML)."""
+    def b64(name: str) -> str:
+        return base64.b64encode((pki / name).read_bytes()).decode()
+
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {
+            "server": server, "certificate-authority-data": b64("ca.crt")}}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": b64(f"{user}.crt"),
+            "client-key-data": b64(f"{user}.key")}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
+        "current-context": name,
+        "preferences": {},
+    }
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+    path.chmod(0o600)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError as e:
+        return f"(no log: {e})"
+    return "\n".join(text[-lines:])
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat: identifies a process beyond its (reusable) pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _parent_death_signal() -> Any:
+    """preexec_fn that has the child killed (SIGTERM) if the thread that started it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
+def _sweep_stale_etcd_dirs(shm: Path) -> None:
+    """Remove etcd data left in memory by control planes whose process was killed (-9)."""
+    for d in shm.glob(ETCD_SHM_PREFIX + "*"):
+        try:
+            pid, start_time = (d / "owner").read_text().split()
+            stale = _proc_start_time(int(pid)) != start_time
+        except (OSError, ValueError):  # no owner yet: a start in progress, or one killed early
+            stale = time.time() - d.stat().st_mtime > 3600
+        if stale:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _remove_workdir(d: Path, *, created: bool) -> None:
+    """Remove a control plane's files: the whole directory if it made it, else its own entries."""
+    if created:
+        shutil.rmtree(d, ignore_errors=True)
+        return
+    for sub in ("pki", "logs", "etcd", "apiserver-certs", "kubeconfig",
+                "controller-manager.kubeconfig", "scheduler.kubeconfig", STATE_FILE):
+        p = d / sub
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+class _Process:
+    def __init__(self, name: str, argv: list[str], log: Path, *, detach: bool) -> None:
+        self.name, self.argv, self.log = name, argv, log
+        preexec = None
+        if not detach and threading.current_thread() is threading.main_thread():
+            preexec = _parent_death_signal()
+        with open(log, "ab") as out:
+            out.write(f"$ {' '.join(argv)}\n".encode())
+            out.flush()
+            self.popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=preexec,
+            )
+        self.pid = self.popen.pid
+        self.start_time = _proc_start_time(self.pid)
+
+    def check_alive(self) -> None:
+        rc = self.popen.poll()
+        if rc is not None:
+            raise ControlPlaneError(
+                f"{self.name} exited with code {rc} while starting; the end of its log "
+                f"({self.log}):\n{_log_tail(self.log)}"
+            )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.popen.kill()
+                self.popen.wait(5)
+
+
+# --------------------------------------------------------------------------- the control plane
+
+
+class ControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler on 127.0.0.1.
+
+    Attributes once started: `kubeconfig` (Path, admin = system:masters), `server` (URL),
+    `workdir` (certificates, kubeconfigs, logs/NAME.log, etcd's data).
+    """
+
+    def __init__(
+        self,
+        *,
+        workdir: str | os.PathLike[str] | None = None,
+        keep_workdir: bool = False,
+        start_timeout: float = 120.0,
+        node_monitor_grace_period: str | None = None,
+        apiserver_args: list[str] | tuple[str, ...] = (),
+        controller_manager_args: list[str] | tuple[str, ...] = (),
+        scheduler_args: list[str] | tuple[str, ...] = (),
+        verbosity: int = 0,
+        detach: bool = False,
+        crds: list[dict[str, Any] | str | os.PathLike[str]] | tuple[Any, ...] = (),
+    ) -> None:
+        """
+        workdir: where to put everything (default: a new temporary directory, removed by
+            stop() unless keep_workdir or $RESNET50_CONTROL_PLANE_KEEP=1).
+        node_monitor_grace_period: kube-controller-manager's --node-monitor-grace-period
+            (e.g. "1h" to keep nodes without a renewed Lease Ready; Kubernetes' default 40s).
+        *_args: extra command-line flags, e.g. apiserver_args=["--disable-admission-plugins=
+            ServiceAccount"].
+        detach: leave the processes running when this Python process exits (the CLI's start).
+        crds: CustomResourceDefinitions (dicts, or paths of YAML files, which may hold several
+            documents) to create, and wait for, before kube-controller-manager starts: its
+            garbage collector then knows the custom resources from the start, instead of
+            finding them at its next 30-second discovery.
+        """
+        self._workdir_arg = Path(workdir) if workdir is not None else None
+        self.keep_workdir = keep_workdir or os.environ.get("RESNET50_CONTROL_PLANE_KEEP") == "1"
+        self.start_timeout = start_timeout
+        self.node_monitor_grace_period = node_monitor_grace_period
+        self.extra_args = {
+            "kube-apiserver": list(apiserver_args),
+            "kube-controller-manager": list(controller_manager_args),
+            "kube-scheduler": list(scheduler_args),
+        }
+        self.verbosity = verbosity
+        self.crds = list(crds)
+        self.detach = detach
+        self.workdir: Path | None = None
+        self.kubeconfig: Path | None = None
+        self.server: str | None = None
+        self.ports: dict[str, int] = {}
+        self.startup_seconds: float | None = None
+        self.timings: dict[str, float] = {}  # seconds from start() to each step's end
+        self._procs: list[_Process] = []
+        self._etcd_dir: Path | None = None
+        self._created_workdir = False
+        self._heartbeats: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._ssl: ssl.SSLContext | None = None
+        self._t0 = 0.0
+
+    # -- lifecycle
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> ControlPlane:
+        reason = binaries_available()
+        if reason:
+            raise ControlPlaneError(reason)
+        bins, _ = find_binaries()
+        t0 = self._t0 = time.monotonic()
+        if self._workdir_arg is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="resnet50-control-plane-"))
+            self._created_workdir = True
+        else:
+            self.workdir = self._workdir_arg
+            self._created_workdir = not self.workdir.exists()
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.detach:
+            atexit.register(self.stop)
+        try:
+            for attempt in range(3):
+                try:
+                    self._start(bins)
+                    break
+                except ControlPlaneError as e:
+                    # A free port taken by someone else between our check and the bind.
+                    if attempt == 2 or "address already in use" not in str(e):
+                        raise
+                    self._stop_processes()
+                    self.timings.clear()
+        except BaseException as e:
+            self.stop()
+            if isinstance(e, ControlPlaneError) and not self.keep_workdir:
+                raise ControlPlaneError(
+                    f"{e}\n(the control plane's files were removed; "
+                    "RESNET50_CONTROL_PLANE_KEEP=1 keeps them)"
+                ) from None
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _start(self, bins: dict[str, Path]) -> None:
+        wd = self.workdir
+        assert wd is not None
+        pki, logs = wd / "pki", wd / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        make_pki(pki)
+        self.timings["certificates"] = time.monotonic() - self._t0
+        self.ports = {
+            "etcd": free_port(), "etcd-peer": free_port(), "apiserver": free_port()
+        }
+        self.server = f"https://127.0.0.1:{self.ports['apiserver']}"
+        self.kubeconfig = wd / "kubeconfig"
+        write_kubeconfig(self.kubeconfig, self.server, pki, "admin", "resnet50-test")
+        write_kubeconfig(wd / "controller-manager.kubeconfig", self.server, pki,
+                         "controller-manager", "resnet50-test")
+        write_kubeconfig(wd / "scheduler.kubeconfig", self.server, pki, "scheduler",
+                         "resnet50-test")
+        self._ssl = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        self._ssl.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        deadline = time.monotonic() + self.start_timeout
+        v = f"--v={self.verbosity}"
+
+        # etcd: in memory (/dev/shm) when there is room, as fsync on a disk slows every write.
+        self._etcd_dir = self._etcd_data_dir(wd)
+        shutil.rmtree(self._etcd_dir, ignore_errors=True)  # a retry starts from an empty store
+        etcd_url = f"http://127.0.0.1:{self.ports['etcd']}"
+        peer_url = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        etcd = self._spawn("etcd", [
+            str(bins["etcd"]), "--name=default", f"--data-dir={self._etcd_dir}",
+            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=default={peer_url}", "--initial-cluster-state=new",
+            "--logger=zap", "--log-level=warn",
+        ])
+        if self._etcd_dir.parent != wd:  # lets a later start remove it if we get killed
+            (self._etcd_dir.parent / "owner").write_text(f"{etcd.pid} {etcd.start_time}\n")
+        self._wait(etcd, "etcd /health", lambda: self._etcd_healthy(etcd_url), deadline)
+
+        apiserver = self._spawn("kube-apiserver", [
+            str(bins["kube-apiserver"]),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={self.ports['apiserver']}", "--insecure-port=0",
+            f"--cert-dir={wd / 'apiserver-certs'}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--endpoint-reconciler-type=none",  # a loopback address cannot be an Endpoint
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+            v, *self.extra_args["kube-apiserver"],
+        ])
+        self._wait(apiserver, "kube-apiserver /readyz",
+                   lambda: self._get("/readyz")[0] == 200, deadline)
+
+        if self.crds:
+            self._create_crds(apiserver, deadline)
+
+        cm_args = [
+            str(bins["kube-controller-manager"]),
+            f"--kubeconfig={wd / 'controller-manager.kubeconfig'}",
+            "--controllers=*",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--leader-elect=true",  # its Lease tells us it is up
+            "--bind-address=127.0.0.1", "--secure-port=0", "--port=0",
+        ]
+        if self.node_monitor_grace_period:
+            cm_args.append(f"--node-monitor-grace-period={self.node_monitor_grace_period}")
+        cm = self._spawn("kube-controller-manager",
+                         [*cm_args, v, *self.extra_args["kube-controller-manager"]])
+        sched = self._spawn("kube-scheduler", [
+            str(bins["kube-scheduler"]),
+            f"--kubeconfig={wd / 'scheduler.kubeconfig'}",
+            "--leader-elect=true",
+            "--bind-address=127.0.0.1", "--secure-port=0", "--port=0",
+            v, *self.extra_args["kube-scheduler"],
+        ])
+        lease = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"
+        self._wait(cm, "kube-controller-manager's leader Lease",
+                   lambda: self._get(lease + "kube-controller-manager")[0] == 200, deadline)
+        self._wait(sched, "kube-scheduler's leader Lease",
+                   lambda: self._get(lease + "kube-scheduler")[0] == 200, deadline)
+        # Pods can be created in "default" once its ServiceAccount has a token.
+        self._wait(cm, "the token of ServiceAccount default/default",
+                   lambda: self._service_account_has_token("default"), deadline)
+        if self.detach:
+            self._write_state()
+
+    def stop(self) -> None:
+        """Stop every process (scheduler and controller-manager first, etcd last), remove files."""
+        self._stopping.set()
+        for t in self._heartbeats:
+            t.join(timeout=5)
+        self._heartbeats.clear()
+        self._stop_processes()
+        if self.workdir is not None and not self.keep_workdir:
+            _remove_workdir(self.workdir, created=self._created_workdir)
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+
+    def _stop_processes(self) -> None:
+        for p in reversed(self._procs):
+            p.stop()
+        self._procs.clear()
+        if self._etcd_dir is not None and self._etcd_dir.parent != self.workdir:
+            shutil.rmtree(self._etcd_dir.parent, ignore_errors=True)
+        self._etcd_dir = None
+
+    # -- kubernetes client helpers
+
+    def api_client(self) -> Any:
+        """A new kubernetes.client.ApiClient for the admin user (system:masters)."""
+        from kubernetes import config
+
+        if self.kubeconfig is None:
+            raise ControlPlaneError("the control plane is not started")
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point a child process (an operator, kubectl) here."""
+        return {"KUBECONFIG": str(self.kubeconfig)}
+
+    def create_namespace(self, name: str, timeout: float = 60.0) -> Any:
+        """Create a namespace and wait until pods can be created in it (its default SA token)."""
+        from kubernetes import client
+
+        core = client.CoreV1Api(self.api_client())
+        ns = core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        deadline = time.monotonic() + timeout
+        while not self._service_account_has_token(name):
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"ServiceAccount {name}/default got no token in {timeout}s")
+            time.sleep(0.2)
+        return ns
+
+    def add_node(
+        self,
+        name: str,
+        *,
+        gpus: int = 8,
+        cpu: str = "64",
+        memory: str = "512Gi",
+        pods: int = 110,
+        labels: dict[str, str] | None = None,
+        heartbeat: bool = True,
+    ) -> Any:
+        """Create a Node that the scheduler sees as Ready with `gpus` nvidia.com/gpu.
+
+        Its status is written through the status subresource; with heartbeat its Lease in
+        kube-node-lease is renewed every 10 s (until stop()) so the node lifecycle controller
+        keeps it Ready, as a kubelet would.
+        """
+        from kubernetes import client
+
+        api = self.api_client()
+        core = client.CoreV1Api(api)
+        node = core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
+            name=name, labels={"kubernetes.io/hostname": name, **(labels or {})})))
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+        resources = {"cpu": cpu, "memory": memory, "pods": str(pods),
+                     "nvidia.com/gpu": str(gpus)}
+        status = {"status": {
+            "capacity": resources, "allocatable": resources,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "fake node of the test control plane",
+                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                          {"type": "Hostname", "address": name}],
+        }}
+        core.patch_node_status(name, status)
+        self._renew_lease(api, name, node.metadata.uid)
+        if heartbeat:
+            t = threading.Thread(target=self._heartbeat, args=(name, node.metadata.uid),
+                                 name=f"node-heartbeat-{name}", daemon=True)
+            t.start()
+            self._heartbeats.append(t)
+        return core.read_node(name)
+
+    # -- internals
+
+    def _spawn(self, name: str, argv: list[str]) -> _Process:
+        assert self.workdir is not None
+        p = _Process(name, argv, self.workdir / "logs" / f"{name}.log", detach=self.detach)
+        self._procs.append(p)
+        return p
+
+    def _wait(self, proc: _Process, what: str, ready: Any, deadline: float) -> None:
+        last: object = None
+        while True:
+            proc.check_alive()
+            for other in self._procs:
+                other.check_alive()
+            try:
+                if ready():
+                    self.timings[what] = time.monotonic() - self._t0
+                    return
+            except (OSError, ValueError, ssl.SSLError) as e:
+                last = e
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"timed out after {self.start_timeout:.0f}s waiting for {what}"
+                    f"{f' (last error: {last})' if last else ''}; the end of {proc.name}'s log "
+                    f"({proc.log}):\n{_log_tail(proc.log)}"
+                )
+            time.sleep(0.1)
+
+    @staticmethod
+    def _etcd_data_dir(wd: Path) -> Path:
+        shm = Path("/dev/shm")
+        with contextlib.suppress(OSError):
+            if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 2**30:
+                _sweep_stale_etcd_dirs(shm)
+                return Path(tempfile.mkdtemp(prefix=ETCD_SHM_PREFIX, dir=shm)) / "data"
+        return wd / "etcd"
+
+    @staticmethod
+    def _etcd_healthy(url: str) -> bool:
+        with urllib.request.urlopen(url + "/health", timeout=2) as r:
+            return json.loads(r.read()).get("health") == "true"
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.server + path, timeout=5, context=self._ssl) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def _request(self, method: str, path: str, body: Any) -> tuple[int, bytes]:
+        req = urllib.request.Request(
+            self.server + path, method=method, data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=self._ssl) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def _create_crds(self, apiserver: _Process, deadline: float) -> None:
+        docs: list[dict[str, Any]] = []
+        for crd in self.crds:
+            if isinstance(crd, dict):
+                docs.append(crd)
+            else:
+                import yaml  # a dependency of the kubernetes client
+
+                docs.extend(d for d in yaml.safe_load_all(Path(crd).read_text()) if d)
+        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        for doc in docs:
+            code, body = self._request("POST", path, doc)
+            if code != 201:
+                raise ControlPlaneError(
+                    f"creating CRD {doc.get('metadata', {}).get('name')} failed ({code}): "
+                    f"{body.decode(errors='replace')[:2000]}"
+                )
+
+        def established(name: str) -> bool:
+            code, body = self._get(f"{path}/{name}")
+            status = json.loads(body).get("status") or {} if code == 200 else {}
+            conds = status.get("conditions") or []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
+
+        for doc in docs:
+            name = doc["metadata"]["name"]
+            self._wait(apiserver, f"CRD {name} Established",
+                       lambda name=name: established(name), deadline)
+
+    def _service_account_has_token(self, namespace: str) -> bool:
+        code, body = self._get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
+        return code == 200 and bool(json.loads(body).get("secrets"))
+
+    def _renew_lease(self, api: Any, name: str, uid: str) -> None:
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+
+        coord = client.CoordinationV1Api(api)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        spec = client.V1LeaseSpec(holder_identity=name, lease_duration_seconds=40, renew_time=now)
+        try:
+            lease = coord.read_namespaced_lease(name, "kube-node-lease")
+            lease.spec = spec
+            coord.replace_namespaced_lease(name, "kube-node-lease", lease)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            owner = client.V1OwnerReference(api_version="v1", kind="Node", name=name, uid=uid)
+            coord.create_namespaced_lease("kube-node-lease", client.V1Lease(
+                metadata=client.V1ObjectMeta(name=name, owner_references=[owner]), spec=spec))
+
+    def _heartbeat(self, name: str, uid: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        api = self.api_client()
+        while not self._stopping.wait(10):
+            try:
+                self._renew_lease(api, name, uid)
+            except ApiException as e:
+                if e.status == 404:  # the node (and so its Lease) was deleted
+                    return
+            except Exception:  # the apiserver may be going away; try again later
+                pass
+
+    def _write_state(self) -> None:
+        assert self.workdir is not None
+        state = {
+            "kubeconfig": str(self.kubeconfig),
+            "server": self.server,
+            "created_workdir": self._created_workdir,
+            "etcd_dir": str(self._etcd_dir),
+            "processes": [{"name": p.name, "pid": p.pid, "start_time": p.start_time,
+                           "log": str(p.log)} for p in self._procs],
+        }
+        (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _default_run_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "resnet50-operator-control-plane"
+
+
+def _stop_dir(d: Path) -> int:
+    state_path = d / STATE_FILE
+    if not state_path.is_file():
+        print(f"no control plane state in {d} ({STATE_FILE} missing); nothing to stop",
+              file=sys.stderr)
+        return 0
+    state = json.loads(state_path.read_text())
+    procs = [p for p in reversed(state["processes"])
+             if p["start_time"] and _proc_start_time(p["pid"]) == p["start_time"]]
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _proc_start_time(p["pid"]) == p["start_time"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _proc_start_time(p["pid"]) == p["start_time"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p["pid"], signal.SIGKILL)
+        print(f"stopped {p['name']} (pid {p['pid']})", file=sys.stderr)
+    etcd_dir = Path(state.get("etcd_dir") or d / "etcd")
+    if etcd_dir.parent != d:
+        shutil.rmtree(etcd_dir.parent, ignore_errors=True)
+    _remove_workdir(d, created=bool(state.get("created_workdir")))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("start", help="start a control plane that outlives this command")
+    st.add_argument("--dir", type=Path, default=_default_run_dir(),
+                    help="its state, certificates and logs (default: %(default)s)")
+    st.add_argument("--timeout", type=float, default=180.0)
+    st.add_argument("--node-monitor-grace-period", default=None)
+    sp = sub.add_parser("stop", help="stop the control plane started with `start`")
+    sp.add_argument("--dir", type=Path, default=_default_run_dir())
+    sub.add_parser("check", help="say whether the binaries are there")
+    args = ap.parse_args(argv)
+
+    if args.cmd == "check":
+        reason = binaries_available()
+        found, _ = find_binaries()
+        for name, path in found.items():
+            print(f"{name}: {path}")
+        if reason:
+            print(reason, file=sys.stderr)
+            return 1
+        return 0
+    if args.cmd == "stop":
+        return _stop_dir(args.dir)
+
+    d: Path = args.dir
+    if (d / STATE_FILE).exists():
+        print(f"a control plane is already recorded in {d}; run stop first", file=sys.stderr)
+        return 1
+    if d.exists() and any(d.iterdir()):
+        print(f"{d} exists and is not empty; give another --dir", file=sys.stderr)
+        return 1
+    cp = ControlPlane(workdir=d, detach=True, start_timeout=args.timeout,
+                      node_monitor_grace_period=args.node_monitor_grace_period)
+    try:
+        cp.start()  # on failure it stops what it started and removes its files
+    except ControlPlaneError as e:
+        print(f"control plane failed to start: {e}", file=sys.stderr)
+        return 1
+    print(f"control plane ready in {cp.startup_seconds:.1f}s: {cp.server}", file=sys.stderr)
+    print("  " + ", ".join(f"{k}: {v:.1f}s" for k, v in cp.timings.items()), file=sys.stderr)
+    print(f"logs: {d / 'logs'}; stop it with: hack/control-plane/stop.sh --dir {d}",
+          file=sys.stderr)
+    print(f"export KUBECONFIG={cp.kubeconfig}", file=sys.stderr)
+    print(cp.kubeconfig)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

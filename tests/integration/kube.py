@@ -1,0 +1,159 @@
+"""Helpers of the control-plane tier (etcd, kube-apiserver, controller-manager, scheduler),
+which runs the operator as a subprocess against it.
+
+There is no kubelet here: `Kubelet` below writes pod status through the API the way a
+kubelet does (Running, then Succeeded/Failed with an exit code) and finalises deleted
+pods. That is the one fake of this tier, standing in for the node agent that cannot run
+on these machines; everything the operator talks to is the real apiserver.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from controlplane import ControlPlane
+from kubernetes import client, utils
+from kubernetes.client.rest import ApiException
+
+from resnet50_operator.spec import GROUP, PLURAL, VERSION
+
+ROOT = Path(__file__).parents[2]
+EXAMPLES = ROOT / "manifests" / "examples"
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60,
+             interval: float = 0.2) -> Any:
+    """Poll until check() returns something truthy; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+
+
+class Operator:
+    """`python -m resnet50_operator` as its own process, as it runs in its Deployment."""
+
+    def __init__(self, cluster: ControlPlane, log: Path, kubeconfig: Path | None = None,
+                 namespace: str | None = None) -> None:
+        self.env = {**os.environ, **cluster.env(),
+                    "RESNET50_OPERATOR_RECONCILE_INTERVAL_SECONDS": "0.5"}
+        if kubeconfig:
+            self.env["KUBECONFIG"] = str(kubeconfig)
+        self.args = ["--liveness", ""] + (["--namespace", namespace] if namespace else [])
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Operator:
+        out = open(self.log, "a")  # noqa: SIM115 (kept open for the process's life)
+        self.proc = subprocess.Popen([sys.executable, "-m", "resnet50_operator", *self.args],
+                                     env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+
+
+class Kubelet:
+    """Writes pod status through the API as a kubelet would (see the module docstring)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.core = client.CoreV1Api(api)
+        self.namespace = namespace
+
+    def _status(self, name: str, phase: str, state: dict[str, Any], ready: bool,
+                reason: str | None = None) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        status: dict[str, Any] = {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                            "lastTransitionTime": now}],
+            "containerStatuses": [{"name": "trainer", "ready": ready, "restartCount": 0,
+                                   "image": "trainer", "imageID": "", "state": state}],
+        }
+        if reason:
+            status["reason"] = reason
+        self.core.patch_namespaced_pod_status(name, self.namespace, {"status": status})
+
+    def run(self, name: str) -> None:
+        self._status(name, "Running", {"running": {"startedAt": "2026-11-22T00:00:00Z"}}, True)
+
+    def exit(self, name: str, code: int, reason: str = "", message: str = "") -> None:
+        state = {"terminated": {"exitCode": code, "reason": reason or (
+            "Completed" if code == 0 else "Error"), "message": message}}
+        self._status(name, "Succeeded" if code == 0 else "Failed", state, False)
+
+    def evict(self, name: str) -> None:
+        self._status(name, "Failed", {"terminated": {"exitCode": 137, "reason": "Error"}},
+                     False, reason="Evicted")
+
+    def pods(self, **labels: str) -> list[client.V1Pod]:
+        selector = ",".join(f"{k}={v}" for k, v in labels.items()) or None
+        return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+
+    def finalize_deleted(self) -> int:
+        """Complete the deletion of pods that are Terminating; returns how many are left."""
+        left = 0
+        for pod in self.pods():
+            if pod.metadata.deletion_timestamp:
+                try:
+                    self.core.delete_namespaced_pod(pod.metadata.name, self.namespace,
+                                                    grace_period_seconds=0)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+            else:
+                left += 1
+        return left
+
+
+
+
+def create_training(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict:
+    return client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body)
+
+
+def get_training(api: client.ApiClient, namespace: str, name: str) -> dict:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name)
+
+
+def example(name: str) -> dict[str, Any]:
+    return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+
+
+def apply_yaml(api: client.ApiClient, path: Path, namespace: str | None = None) -> None:
+    utils.create_from_yaml(api, str(path), namespace=namespace)
+
+
+def events(api: client.ApiClient, namespace: str, name: str) -> list[client.CoreV1Event]:
+    return [e for e in client.CoreV1Api(api).list_namespaced_event(namespace).items
+            if e.involved_object.name == name]
