@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+
 from resnet50_trainer import checkpoint
 from resnet50_trainer.errors import ConfigError
 

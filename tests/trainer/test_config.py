@@ -1,4 +1,5 @@
 import pytest
+
 from resnet50_trainer.config import PRESETS, TrainConfig, parse_config, validate_world
 from resnet50_trainer.errors import ConfigError
 

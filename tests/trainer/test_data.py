@@ -3,6 +3,7 @@ import shutil
 import pytest
 import torch
 from jpeg_datasets import make_folder_dataset, write_lists
+
 from resnet50_trainer.config import parse_config
 from resnet50_trainer.data import (
     ImageSamples,

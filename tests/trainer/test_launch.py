@@ -1,4 +1,5 @@
 import pytest
+
 from resnet50_trainer.config import parse_config
 from resnet50_trainer.launch import exit_code_of, needs_launch, torchrun_args
 

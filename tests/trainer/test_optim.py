@@ -1,7 +1,8 @@
 import pytest
+from torch import nn
+
 from resnet50_trainer.config import parse_config
 from resnet50_trainer.optim import lr_at, parameter_groups
-from torch import nn
 
 STEPS = 10  # per epoch
 

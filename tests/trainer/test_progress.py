@@ -1,4 +1,5 @@
 import pytest
+
 from resnet50_trainer.progress import MetricsLog, format_duration, read_metrics, result_line
 
 

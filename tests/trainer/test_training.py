@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from jpeg_datasets import make_folder_dataset, write_lists
+
 from resnet50_trainer import checkpoint
 from resnet50_trainer.progress import read_metrics
 
