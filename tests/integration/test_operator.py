@@ -312,3 +312,18 @@ def test_the_shipped_rbac_is_enough_for_the_operator(api, cluster, kubelet, name
         "spec": {"user": "system:serviceaccount:resnet50-operator:resnet50-operator",
                  "resourceAttributes": {"verb": "list", "resource": "secrets"}}})
     assert review.status.allowed is False
+
+
+def test_a_spec_change_while_running_is_reported(api, namespace, operator, kubelet):
+    create_training(api, namespace, small_training())
+    wait_for("pods", lambda: len(pod_names(kubelet)) == 2)
+    kubelet.run("r50-0")
+    kubelet.run("r50-1")
+    wait_for("Running", lambda: phase(api, namespace) == "Running")
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "r50", {"spec": {"training": {"epochs": 5}}})
+    warning = wait_for("a SpecChanged event", lambda: next(
+        (e for e in events(api, namespace, "r50") if e.reason == "SpecChanged"), None))
+    assert warning.type == "Warning"
+    assert warning.message.startswith("spec.training changed while the training is Running")
+    assert pod_names(kubelet) == ["r50-0", "r50-1"]  # the running group is left alone
