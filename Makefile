@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint
+.PHONY: setup control-plane demo test lint
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +14,17 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# etcd, kube-apiserver, controller-manager and scheduler for the operator tests: built
+# once from Debian's kubernetes source package into ~/.cache (about 11 minutes), then
+# found there at once.
+control-plane:
+	bash hack/control-plane/build.sh
+
 # A short ResNet50 training on the CPU with generated data.
 demo: setup
 	$(BIN)/resnet50-train --preset cpu-smoke --output-dir runs/cpu-smoke
 
-test: setup
+test: setup control-plane
 	$(BIN)/python -m pytest
 
 lint: setup
