@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resnet50_operator import render
+from resnet50_operator.settings import OperatorSettings
 from resnet50_operator.spec import (
     Condition,
     FailureRecord,
@@ -253,7 +254,7 @@ class _Builder:
 
 
 def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[PodView],
-              service_exists: bool, now: dt.datetime, settings: Any,
+              service_exists: bool, now: dt.datetime, settings: OperatorSettings,
               generation: int | None = None) -> Decision:
     rejected = next((c for c in status.conditions if c.type == "Failed"), None)
     if rejected and rejected.reason == "InvalidSpec" and generation != status.observed_generation:
