@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
+import subprocess
 
 import pytest
 import yaml
@@ -327,3 +329,40 @@ def test_a_spec_change_while_running_is_reported(api, namespace, operator, kubel
     assert warning.type == "Warning"
     assert warning.message.startswith("spec.training changed while the training is Running")
     assert pod_names(kubelet) == ["r50-0", "r50-1"]  # the running group is left alone
+
+
+def kubectl(cluster, *args: str) -> str:
+    from controlplane import find_binaries
+
+    found, _ = find_binaries()
+    proc = subprocess.run([str(found["kubectl"]), *args], capture_output=True, text=True,
+                          env={**os.environ, **cluster.env()}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_the_operator_manifests_are_accepted_by_the_apiserver(cluster):
+    """What `kubectl apply -k manifests/operator` applies. (kubectl 1.20's built-in kustomize
+    predates directories in `resources`, so the files are applied one by one here.)"""
+    manifests = ROOT / "manifests"
+    out = kubectl(cluster, "apply", "-f", str(manifests / "operator" / "namespace.yaml"))
+    out += kubectl(cluster, "apply", "--dry-run=server",
+                   "-f", str(manifests / "crd" / "resnet50trainings.yaml"),
+                   *(arg for name in ("rbac", "deployment")
+                     for arg in ("-f", str(manifests / "operator" / f"{name}.yaml"))))
+    for line in ("customresourcedefinition.apiextensions.k8s.io/resnet50trainings.resnet50.dev",
+                 "namespace/resnet50-operator", "serviceaccount/resnet50-operator",
+                 "clusterrole.rbac.authorization.k8s.io/resnet50-operator",
+                 "deployment.apps/resnet50-operator"):
+        assert line in out
+
+
+def test_kubectl_get_shows_the_printer_columns(api, cluster, namespace, operator, kubelet):
+    create_training(api, namespace, small_training())
+    wait_for("pods", lambda: len(pod_names(kubelet)) == 2)
+    kubelet.run("r50-0")
+    kubelet.run("r50-1")
+    wait_for("Running", lambda: phase(api, namespace) == "Running")
+    header, row = kubectl(cluster, "get", "r50t", "-n", namespace).splitlines()
+    assert header.split() == ["NAME", "PHASE", "READY", "GPUS", "RESTARTS", "AGE"]
+    assert row.split()[:5] == ["r50", "Running", "2/2", "16", "0"]
