@@ -44,9 +44,11 @@ def timestamp(t: dt.datetime) -> str:
 
 
 def parse_time(text: str | None) -> dt.datetime | None:
+    """RFC 3339 as the API writes it ("...Z") or as the Python client re-serialises it."""
     if not text:
         return None
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 # ------------------------------------------------------------------ observation

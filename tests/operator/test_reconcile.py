@@ -12,6 +12,7 @@ from resnet50_operator.reconcile import (
     PodView,
     classify,
     observe_pod,
+    parse_time,
     reconcile,
     reject,
     timestamp,
@@ -309,6 +310,11 @@ def test_observe_the_schedulers_reason():
                 {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                  "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}]}}
     assert observe_pod(body).unschedulable.endswith("Insufficient nvidia.com/gpu.")
+
+
+@pytest.mark.parametrize("text", ["2026-11-22T12:00:30Z", "2026-11-22T12:00:30+00:00"])
+def test_times_parse_as_the_api_and_the_client_write_them(text):
+    assert parse_time(text) == later(30)
 
 
 def test_pods_without_our_labels_are_ignored():
