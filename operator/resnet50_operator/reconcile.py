@@ -30,6 +30,9 @@ from resnet50_operator.spec import (
 # period and this margin the operator deletes it with grace 0 so the group can restart.
 FORCE_DELETE_AFTER = dt.timedelta(seconds=60)
 RESTART_HISTORY_KEPT = 10
+# When one rank dies, its peers' collectives fail within moments and they exit 1 too:
+# failures that end this close to the first one are one event, and a retryable cause wins.
+SAME_INCIDENT = dt.timedelta(seconds=5)
 MESSAGE_TAIL = 1000  # characters of a termination message kept in status
 TRAINER_CONFIG_ERROR = 2
 TRAINER_DATA_ERROR = 3
@@ -65,6 +68,7 @@ class PodView:
     deleting: bool = False
     deletion_deadline: dt.datetime | None = None  # deletionTimestamp: grace period's end
     exit_code: int | None = None
+    finished_at: dt.datetime | None = None  # when the container terminated
     container_reason: str = ""  # terminated or waiting reason (OOMKilled, ErrImagePull, ...)
     container_message: str = ""
     pod_reason: str = ""  # status.reason (Evicted, NodeLost, ...)
@@ -81,12 +85,12 @@ def observe_pod(pod: dict[str, Any]) -> PodView | None:
         attempt = int(labels[render.ATTEMPT_LABEL])
     except (KeyError, ValueError):
         return None
-    exit_code, reason, message = None, "", ""
+    exit_code, finished_at, reason, message = None, None, "", ""
     for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}
         if "terminated" in state:
             term = state["terminated"]
-            exit_code = term.get("exitCode")
+            exit_code, finished_at = term.get("exitCode"), parse_time(term.get("finishedAt"))
             reason, message = term.get("reason", ""), term.get("message", "")
         elif "waiting" in state:
             reason = state["waiting"].get("reason", "")
@@ -104,6 +108,7 @@ def observe_pod(pod: dict[str, Any]) -> PodView | None:
         deleting=bool(meta.get("deletionTimestamp")),
         deletion_deadline=parse_time(meta.get("deletionTimestamp")),
         exit_code=exit_code,
+        finished_at=finished_at,
         container_reason=reason,
         container_message=message,
         pod_reason=status.get("reason", ""),
@@ -155,6 +160,7 @@ class Failure:
     reason: str
     message: str
     exit_code: int | None = None
+    finished_at: dt.datetime | None = None
 
     def describe(self) -> str:
         code = f" exit code {self.exit_code}" if self.exit_code is not None else ""
@@ -166,21 +172,35 @@ def classify(pod: PodView) -> Failure | None:
     """Whether a pod of the running attempt failed, and whether a restart may help."""
     if pod.phase == "Failed":
         message = _tail(pod.container_message or pod.pod_message)
+        code, at = pod.exit_code, pod.finished_at
         if pod.pod_reason:  # Evicted, Preempting, NodeLost, ...: the node's doing, not ours
-            return Failure(pod.name, True, pod.pod_reason, message, pod.exit_code)
-        code = pod.exit_code
+            return Failure(pod.name, True, pod.pod_reason, message, code, at)
         if code is None:
             return Failure(pod.name, True, pod.container_reason or "Failed", message)
         if code >= 128:  # killed by a signal: OOM kill (137), SIGTERM, ...
-            return Failure(pod.name, True, pod.container_reason or "Signal", message, code)
+            return Failure(pod.name, True, pod.container_reason or "Signal", message, code, at)
         reason = {TRAINER_CONFIG_ERROR: "ConfigurationError",
                   TRAINER_DATA_ERROR: "DataError"}.get(code, pod.container_reason or "Error")
-        return Failure(pod.name, False, reason, message, code)
+        return Failure(pod.name, False, reason, message, code, at)
     if pod.phase == "Unknown":
         return Failure(pod.name, True, "NodeLost", "the pod's node stopped reporting")
     if pod.deleting:
         return Failure(pod.name, True, "PodDeleted", "the pod was deleted while training")
     return None
+
+
+def root_cause(failures: list[Failure]) -> Failure:
+    """The failure that brought the attempt down; the others followed from it.
+
+    Failures without a time (a deleted pod, a lost node) and those that ended within
+    SAME_INCIDENT of the earliest one are candidates; among them a retryable one is the
+    cause, since a rank killed by a signal makes its peers exit 1 at once.
+    """
+    times = [f.finished_at for f in failures if f.finished_at is not None]
+    first = min(times, default=None)
+    candidates = [f for f in failures if first is None or f.finished_at is None
+                  or f.finished_at - first <= SAME_INCIDENT]
+    return next((f for f in candidates if f.retryable), candidates[0])
 
 
 def _tail(text: str) -> str:
@@ -370,12 +390,11 @@ def reject(status: ResNet50TrainingStatus, message: str, now: dt.datetime,
 
 def _on_failure(b: _Builder, failures: list[Failure], current: list[PodView]) -> None:
     st, policy = b.status, b.t.spec.restart_policy
-    fatal = next((f for f in failures if not f.retryable), None)
-    first = fatal or failures[0]
+    first = root_cause(failures)
     b.update(last_failure=FailureRecord(pod=first.pod, exit_code=first.exit_code,
                                         reason=first.reason, message=first.message))
-    if fatal:
-        b.finish(False, fatal.reason, f"{fatal.describe()}; not retried: the same input would "
+    if not first.retryable:
+        b.finish(False, first.reason, f"{first.describe()}; not retried: the same input would "
                  "fail again", current)
         return
     if st.restarts >= policy.max_restarts:

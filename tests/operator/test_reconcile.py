@@ -200,6 +200,28 @@ def test_a_configuration_error_fails_at_once_and_keeps_the_failed_pod():
     assert [e.type for e in d.events] == ["Warning"]
 
 
+@pytest.mark.parametrize(
+    ("pods", "phase", "reason"),
+    [
+        pytest.param([pod(0, "Failed", exit_code=1, finished_at=later(1)),
+                      pod(1, "Failed", exit_code=137, finished_at=NOW)],
+                     "Restarting", "Signal", id="peer-exits-1-after-a-kill"),
+        pytest.param([pod(0, "Failed", exit_code=1, finished_at=NOW),
+                      pod(1, "Failed", exit_code=137, finished_at=NOW)],
+                     "Restarting", "Signal", id="same-second"),
+        pytest.param([pod(0, "Failed", exit_code=1, finished_at=NOW),
+                      pod(1, "Failed", exit_code=137, finished_at=later(60))],
+                     "Failed", "Error", id="crash-first-then-a-kill"),
+        pytest.param([pod(0, "Failed", exit_code=2, finished_at=NOW),
+                      pod(1, "Failed", exit_code=1, finished_at=NOW)],
+                     "Failed", "ConfigurationError", id="config-error-and-its-echo"),
+    ],
+)
+def test_the_first_failure_is_the_cause_and_its_echoes_are_not(pods, phase, reason):
+    d = run(status(phase="Running"), pods)
+    assert (d.status.phase, d.status.last_failure.reason) == (phase, reason)
+
+
 def test_the_restart_budget_runs_out():
     d = run(status(restarts=3, attempt=3), [pod(0, attempt=3),
                                             pod(1, "Failed", attempt=3, exit_code=137)])
@@ -295,11 +317,13 @@ def test_observe_a_pod_as_the_api_returns_it():
                                                  "resnet50.dev/attempt": "2"},
                      "deletionTimestamp": "2026-11-22T12:00:30Z"},
         "status": {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {
-            "terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "tail"}}}]},
+            "terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "tail",
+                           "finishedAt": "2026-11-22T12:00:00Z"}}}]},
     }
     view = observe_pod(body)
     assert (view.index, view.attempt, view.exit_code, view.container_reason) == (
         1, 2, 137, "OOMKilled")
+    assert view.finished_at == NOW
     assert view.deleting and view.deletion_deadline == later(30)
 
 
