@@ -613,35 +613,19 @@ class ControlPlane:
     ) -> Any:
         """Create a Node that the scheduler sees as Ready with `gpus` nvidia.com/gpu.
 
-        Its status is written through the status subresource; with heartbeat its Lease in
-        kube-node-lease is renewed every 10 s (until stop()) so the node lifecycle controller
-        keeps it Ready, as a kubelet would.
+        With heartbeat its Lease in kube-node-lease is renewed every 10 s (until stop()) so
+        the node lifecycle controller keeps it Ready, as a kubelet would.
         """
-        from kubernetes import client
-
         api = self.api_client()
-        core = client.CoreV1Api(api)
-        node = core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
-            name=name, labels={"kubernetes.io/hostname": name, **(labels or {})})))
-        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-        resources = {"cpu": cpu, "memory": memory, "pods": str(pods),
-                     "nvidia.com/gpu": str(gpus)}
-        status = {"status": {
-            "capacity": resources, "allocatable": resources,
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "fake node of the test control plane",
-                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                          {"type": "Hostname", "address": name}],
-        }}
-        core.patch_node_status(name, status)
-        self._renew_lease(api, name, node.metadata.uid)
+        node = register_node(api, name, gpus=gpus, cpu=cpu, memory=memory, pods=pods,
+                             labels=labels)
         if heartbeat:
-            t = threading.Thread(target=self._heartbeat, args=(name, node.metadata.uid),
+            t = threading.Thread(target=keep_lease_fresh,
+                                 args=(api, name, node.metadata.uid, self._stopping),
                                  name=f"node-heartbeat-{name}", daemon=True)
             t.start()
             self._heartbeats.append(t)
-        return core.read_node(name)
+        return node
 
     # -- internals
 
@@ -736,37 +720,6 @@ class ControlPlane:
         code, body = self._get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
         return code == 200 and bool(json.loads(body).get("secrets"))
 
-    def _renew_lease(self, api: Any, name: str, uid: str) -> None:
-        from kubernetes import client
-        from kubernetes.client.rest import ApiException
-
-        coord = client.CoordinationV1Api(api)
-        now = datetime.datetime.now(datetime.timezone.utc)
-        spec = client.V1LeaseSpec(holder_identity=name, lease_duration_seconds=40, renew_time=now)
-        try:
-            lease = coord.read_namespaced_lease(name, "kube-node-lease")
-            lease.spec = spec
-            coord.replace_namespaced_lease(name, "kube-node-lease", lease)
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            owner = client.V1OwnerReference(api_version="v1", kind="Node", name=name, uid=uid)
-            coord.create_namespaced_lease("kube-node-lease", client.V1Lease(
-                metadata=client.V1ObjectMeta(name=name, owner_references=[owner]), spec=spec))
-
-    def _heartbeat(self, name: str, uid: str) -> None:
-        from kubernetes.client.rest import ApiException
-
-        api = self.api_client()
-        while not self._stopping.wait(10):
-            try:
-                self._renew_lease(api, name, uid)
-            except ApiException as e:
-                if e.status == 404:  # the node (and so its Lease) was deleted
-                    return
-            except Exception:  # the apiserver may be going away; try again later
-                pass
-
     def _write_state(self) -> None:
         assert self.workdir is not None
         state = {
@@ -778,6 +731,72 @@ class ControlPlane:
                            "log": str(p.log)} for p in self._procs],
         }
         (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+def register_node(api: Any, name: str, *, gpus: int = 8, cpu: str = "64",
+                  memory: str = "512Gi", pods: int = 110,
+                  labels: dict[str, str] | None = None) -> Any:
+    """Create a Node with `gpus` nvidia.com/gpu, its status Ready, and its first Lease.
+
+    The status is written through the status subresource, as a kubelet writes it. Without
+    later Lease renewals (keep_lease_fresh) the node lifecycle controller marks it Unknown
+    after its grace period.
+    """
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    node = core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
+        name=name, labels={"kubernetes.io/hostname": name, **(labels or {})})))
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    resources = {"cpu": cpu, "memory": memory, "pods": str(pods), "nvidia.com/gpu": str(gpus)}
+    core.patch_node_status(name, {"status": {
+        "capacity": resources, "allocatable": resources,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "message": "node without a kubelet, kept Ready by its Lease",
+                        "lastHeartbeatTime": now, "lastTransitionTime": now}],
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                      {"type": "Hostname", "address": name}],
+    }})
+    renew_node_lease(api, name, node.metadata.uid)
+    return core.read_node(name)
+
+
+def renew_node_lease(api: Any, name: str, uid: str) -> None:
+    """Create or renew the node's Lease in kube-node-lease: the kubelet's heartbeat."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    coord = client.CoordinationV1Api(api)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    spec = client.V1LeaseSpec(holder_identity=name, lease_duration_seconds=40, renew_time=now)
+    try:
+        lease = coord.read_namespaced_lease(name, "kube-node-lease")
+        lease.spec = spec
+        coord.replace_namespaced_lease(name, "kube-node-lease", lease)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        owner = client.V1OwnerReference(api_version="v1", kind="Node", name=name, uid=uid)
+        coord.create_namespaced_lease("kube-node-lease", client.V1Lease(
+            metadata=client.V1ObjectMeta(name=name, owner_references=[owner]), spec=spec))
+
+
+def keep_lease_fresh(api: Any, name: str, uid: str, stopping: threading.Event,
+                     every: float = 10.0) -> None:
+    """Renew the node's Lease every `every` seconds until `stopping` is set."""
+    from kubernetes.client.rest import ApiException
+
+    while not stopping.wait(every):
+        try:
+            renew_node_lease(api, name, uid)
+        except ApiException as e:
+            if e.status == 404:  # the node (and so its Lease) was deleted
+                return
+        except Exception:  # the apiserver may be going away; try again later
+            pass
 
 
 # --------------------------------------------------------------------------- command line

@@ -1,10 +1,10 @@
-"""Helpers of the control-plane tier (etcd, kube-apiserver, controller-manager, scheduler),
-which runs the operator as a subprocess against it.
+"""Helpers of the tiers that run the operator as a subprocess against the real control plane
+(etcd, kube-apiserver, controller-manager, scheduler): integration/ and e2e/.
 
-There is no kubelet here: `Kubelet` below writes pod status through the API the way a
-kubelet does (Running, then Succeeded/Failed with an exit code) and finalises deleted
-pods. That is the one fake of this tier, standing in for the node agent that cannot run
-on these machines; everything the operator talks to is the real apiserver.
+There is no kubelet here. In integration/, `Kubelet` below writes pod status through the
+API the way a kubelet does (Running, then Succeeded/Failed with an exit code) and
+finalises deleted pods: the one fake of that tier, standing in for the node agent that
+cannot run on these machines. e2e/ runs the pods for real with nodesim.NodeSimulator.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from kubernetes.client.rest import ApiException
 
 from resnet50_operator.spec import GROUP, PLURAL, VERSION
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "manifests" / "examples"
 
 
@@ -41,15 +41,15 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60,
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
-
-
 class Operator:
     """`python -m resnet50_operator` as its own process, as it runs in its Deployment."""
 
     def __init__(self, cluster: ControlPlane, log: Path, kubeconfig: Path | None = None,
-                 namespace: str | None = None) -> None:
+                 namespace: str | None = None, settings: dict[str, str] | None = None) -> None:
+        """settings: RESNET50_OPERATOR_* variables (without the prefix), e.g. RENDEZVOUS_PORT."""
         self.env = {**os.environ, **cluster.env(),
-                    "RESNET50_OPERATOR_RECONCILE_INTERVAL_SECONDS": "0.5"}
+                    "RESNET50_OPERATOR_RECONCILE_INTERVAL_SECONDS": "0.5",
+                    **{f"RESNET50_OPERATOR_{k}": v for k, v in (settings or {}).items()}}
         if kubeconfig:
             self.env["KUBECONFIG"] = str(kubeconfig)
         self.args = ["--liveness", ""] + (["--namespace", namespace] if namespace else [])
@@ -77,8 +77,6 @@ class Operator:
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
-
-
 
 
 class Kubelet:
@@ -132,8 +130,6 @@ class Kubelet:
             else:
                 left += 1
         return left
-
-
 
 
 def create_training(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict:

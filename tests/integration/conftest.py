@@ -31,11 +31,9 @@ def cluster() -> Iterator[ControlPlane]:
         yield cp
 
 
-
 @pytest.fixture
 def api(cluster: ControlPlane) -> client.ApiClient:
     return cluster.api_client()
-
 
 
 @pytest.fixture
@@ -48,6 +46,7 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
     core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
     core.delete_namespace(name)
 
+
 @pytest.fixture
 def operator(cluster: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Operator]:
     # Watching only the test's namespace keeps tests apart (the operator also runs
@@ -55,6 +54,7 @@ def operator(cluster: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[
     op = Operator(cluster, tmp_path / "operator.log", namespace=namespace).start()
     yield op
     op.stop()
+
 
 @pytest.fixture
 def kubelet(api: client.ApiClient, namespace: str) -> Kubelet:
