@@ -1,0 +1,62 @@
+"""Fixtures of the end-to-end tier: the real control plane with the CRD, two simulated nodes
+whose pods run as real trainer processes (nodesim.py), and the operator as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from controlplane import ControlPlane, binaries_available, free_port
+from kube import Operator
+from kubernetes import client
+from nodesim import NodeSimulator
+
+from resnet50_operator import crd
+
+NODES = 2
+GPUS_PER_NODE = 8
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ControlPlane]:
+    reason = binaries_available()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # CI builds them first: their absence there is a bug
+        pytest.skip(reason)
+    with ControlPlane(node_monitor_grace_period="1h", crds=[crd.build_crd()]) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def nodes(cluster: ControlPlane, tmp_path_factory) -> Iterator[NodeSimulator]:
+    with NodeSimulator(cluster.api_client(), tmp_path_factory.mktemp("nodes"), nodes=NODES,
+                       gpus=GPUS_PER_NODE) as sim:
+        yield sim
+
+
+@pytest.fixture
+def api(cluster: ControlPlane) -> client.ApiClient:
+    return cluster.api_client()
+
+
+@pytest.fixture
+def namespace(cluster: ControlPlane, nodes: NodeSimulator) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.create_namespace(name)
+    yield name
+    core = client.CoreV1Api(cluster.api_client())
+    core.delete_collection_namespaced_pod(name)  # the simulator stops the processes
+    core.delete_namespace(name)
+
+
+@pytest.fixture
+def operator(cluster: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+    # Its own rendezvous port, so a job of one test never meets a straggler of another.
+    op = Operator(cluster, tmp_path / "operator.log", namespace=namespace,
+                  settings={"RENDEZVOUS_PORT": str(free_port())}).start()
+    yield op
+    op.stop()
