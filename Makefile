@@ -1,10 +1,11 @@
-# `make demo` sets everything up on a fresh machine and runs a short CPU training (cpu-smoke);
-# `make test` runs the tests (what CI runs, see .ci/run).
+# `make demo` sets everything up on a fresh machine and runs a CPU ResNet50Training through
+# the operator on a local control plane with simulated nodes; `make test` runs the tests
+# (what CI runs, see .ci/run).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup control-plane demo test lint
+.PHONY: setup control-plane demo train-demo test lint
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +21,17 @@ setup: $(BIN)/.installed
 control-plane:
 	bash hack/control-plane/build.sh
 
-# A short ResNet50 training on the CPU with generated data.
-demo: setup
+# The CPU smoke job (2 pods x 1 process) through the operator, on hack/local-cluster.sh.
+demo: setup control-plane
+	bash hack/local-cluster.sh demo manifests/examples/resnet50-cpu-smoke.yaml
+
+# The same short training without Kubernetes: the trainer alone, with generated data.
+train-demo: setup
 	$(BIN)/resnet50-train --preset cpu-smoke --output-dir runs/cpu-smoke
 
 test: setup control-plane
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check trainer operator tests benchmarks
+	$(BIN)/ruff check trainer operator tests
+	shellcheck hack/*.sh hack/control-plane/*.sh
