@@ -100,7 +100,7 @@ logs() {
 
 demo() {
   local example=${1:-${root}/manifests/examples/resnet50-cpu-smoke.yaml}
-  local name phase='' headers='' deadline=$((SECONDS + ${DEMO_TIMEOUT:-900}))
+  local name phase='' deadline=$((SECONDS + ${DEMO_TIMEOUT:-900}))
   name=$("${python}" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["metadata"]["name"])' "${example}")
   trap down EXIT
   up >/dev/null
@@ -109,8 +109,7 @@ demo() {
   while [[ ${phase} != Succeeded && ${phase} != Failed ]]; do
     ((SECONDS < deadline)) || die "not finished after ${DEMO_TIMEOUT:-900} s"
     sleep 5
-    kubectl get resnet50trainings "${name}" ${headers}
-    headers=--no-headers
+    kubectl get resnet50trainings "${name}"
     phase=$(kubectl get resnet50trainings "${name}" -o jsonpath='{.status.phase}')
   done
   kubectl describe resnet50trainings "${name}"
