@@ -33,6 +33,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         if "$ref" in node:
             target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
             extra = {k: v for k, v in node.items() if k != "$ref"}
+            if "description" in target:  # the type's own text says more than the field's
+                extra.pop("description", None)
             return _resolve({**target, **extra}, defs)
         return {k: _resolve(v, defs) for k, v in node.items()}
     if isinstance(node, list):

@@ -159,7 +159,7 @@ def environment(t: Training, index: int, settings: OperatorSettings) -> list[dic
     for field, path in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")):
         env[field] = {"name": field, "valueFrom": {"fieldRef": {"fieldPath": path}}}
     for var in t.spec.env:
-        env[var["name"]] = var
+        env[var.name] = var.model_dump(by_alias=True, exclude_none=True)
     return list(env.values())
 
 

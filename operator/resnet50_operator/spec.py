@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from resnet50_trainer.config import PRECISIONS, PRESETS
@@ -22,6 +22,12 @@ SINGULAR = "resnet50training"
 SHORT_NAMES = ["r50t"]
 # Pod names are "<name>-<node index>" and serve as DNS hostnames: at most 63 characters.
 MAX_NAME_LENGTH = 56
+# A Kubernetes resource quantity ("32", "500m", "256Gi", "1e3"), as the API's own schema has it.
+QUANTITY = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+            r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+# The rendezvous the operator sets in every pod (render.environment): not the user's to set.
+OPERATOR_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "PET_NNODES",
+                "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT")
 
 
 class _Model(BaseModel):
@@ -118,9 +124,10 @@ class TrainingOptions(_Model):
 
 
 class ResourcesSpec(_Model):
-    cpu: str | None = Field(None, description="CPU request and limit per pod, e.g. '32'.")
-    memory: str | None = Field(None, description="Memory request and limit per pod, e.g. "
-                               "'256Gi'.")
+    cpu: str | None = Field(None, pattern=QUANTITY, description="CPU request and limit per "
+                            "pod, e.g. '32'.")
+    memory: str | None = Field(None, pattern=QUANTITY, description="Memory request and limit "
+                               "per pod, e.g. '256Gi'.")
 
 
 class RestartPolicySpec(_Model):
@@ -152,6 +159,20 @@ class RunPolicySpec(_Model):
                           "set back to false; it then resumes from its checkpoint.")
 
 
+class EnvVar(_Model):
+    name: str = Field(min_length=1, description="Variable name.")
+    value: str | None = Field(None, description="Its value.")
+    value_from: dict[str, Any] | None = Field(None, description="Or where its value comes "
+                                              "from (core/v1 EnvVarSource).")
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_rendezvous(cls, name: str) -> str:
+        if name in OPERATOR_ENV:
+            raise ValueError(f"{name} is set by the operator (the rendezvous of the pods)")
+        return name
+
+
 class LocalObjectReference(_Model):
     name: str = Field(min_length=1, description="Name of the Secret.")
 
@@ -172,8 +193,8 @@ class ResNet50TrainingSpec(_Model):
                                    "resource of the GPUs, e.g. iluvatar.ai/gpu.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec,
                                      description="CPU and memory of each pod.")
-    shm_size: str = Field("8Gi", description="Size of the /dev/shm memory volume that "
-                          "DataLoader workers exchange batches through.")
+    shm_size: str = Field("8Gi", pattern=QUANTITY, description="Size of the /dev/shm memory "
+                          "volume that DataLoader workers exchange batches through.")
     dataset: DatasetSpec = Field(description="The training data.")
     checkpoint: CheckpointSpec | None = Field(None, description="Checkpoint storage.")
     training: TrainingOptions = Field(default_factory=TrainingOptions,
@@ -182,9 +203,10 @@ class ResNet50TrainingSpec(_Model):
                                               description="Whole-group restarts.")
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec,
                                        description="Where the pods may run.")
-    env: list[dict[str, Any]] = Field(default_factory=list, description="Extra environment "
-                                      "variables of the trainer (core/v1 EnvVar); they win over "
-                                      "the operator's NCCL defaults.")
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables "
+                              "of the trainer; they win over the operator's NCCL defaults, "
+                              "not over its rendezvous variables (MASTER_ADDR, RANK, PET_*, "
+                              "...).")
     service_account_name: str | None = Field(None, description="ServiceAccount of the pods.")
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list,
                                                            description="Secrets to pull the "

@@ -57,7 +57,16 @@ def test_limits_and_defaults_come_from_the_model():
     assert "amp-16cards" in s["training"]["properties"]["preset"]["enum"]
     assert s["dataset"]["oneOf"][-1] == {"required": ["synthetic"],
                                          "properties": {"synthetic": {"enum": [True]}}}
-    assert s["env"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert s["env"]["items"]["required"] == ["name"]
+    assert s["env"]["items"]["properties"]["valueFrom"]["x-kubernetes-preserve-unknown-fields"]
+    assert s["resources"]["properties"]["memory"]["pattern"] == spec.QUANTITY
+    assert s["shmSize"]["pattern"] == spec.QUANTITY
+
+
+def test_sections_are_explained_by_their_own_description():
+    props = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    dataset = props["spec"]["properties"]["dataset"]["description"]
+    assert "Set exactly one of persistentVolumeClaim, hostPath and nfs" in dataset
 
 
 def test_names_and_printer_columns():

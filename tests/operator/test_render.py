@@ -2,16 +2,19 @@ import kubernetes_validate
 import pytest
 from cases import EXAMPLES, example, training
 
+from resnet50_operator import spec
 from resnet50_operator.render import (
     ATTEMPT_LABEL,
     NODE_INDEX_LABEL,
     TRAINING_LABEL,
+    environment,
     parse_training,
     render_all,
     render_pod,
     render_service,
     trainer_args,
 )
+from resnet50_operator.settings import OperatorSettings
 
 K8S = kubernetes_validate.latest_version()
 
@@ -197,11 +200,23 @@ def test_image_defaults_to_the_operator_setting(settings):
         ({"dataset": {"synthetic": True, "hostPath": {"path": "/x"}}},
          "spec.dataset: synthetic data takes no volume"),
         ({"training": {"precision": "fp8"}}, "spec.training.precision: Input should be 'fp32'"),
+        ({"env": [{"name": "RANK", "value": "3"}]},
+         "spec.env.0.name: RANK is set by the operator (the rendezvous of the pods)"),
+        ({"env": [{"value": "1"}]}, "spec.env.0.name: Field required"),
+        ({"resources": {"memory": "lots"}}, "spec.resources.memory: String should match pattern"),
     ],
 )
 def test_invalid_specs_name_the_field(spec, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         training(spec)
+
+
+def test_the_operator_owns_exactly_the_rendezvous_variables_it_reserves():
+    env = environment(training(), 0, OperatorSettings())
+    plain = {v["name"] for v in env if "value" in v}
+    assert set(spec.OPERATOR_ENV) <= plain
+    assert not {n for n in plain - set(spec.OPERATOR_ENV)
+                if n.startswith(("PET_", "MASTER_")) or n in ("RANK", "WORLD_SIZE")}
 
 
 def test_names_too_long_for_pod_hostnames_are_refused():
