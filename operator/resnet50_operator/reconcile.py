@@ -227,9 +227,12 @@ class _Builder:
     def __init__(self, t: render.Training, status: ResNet50TrainingStatus, now: dt.datetime,
                  generation: int | None) -> None:
         self.t, self.now, self.generation = t, now, generation
+        # Nodes of the current attempt: an edit of spec.nodes applies from the next attempt.
+        self.size = status.nodes.total if status.pods_created and status.nodes.total \
+            else t.spec.nodes
         self.status = status.model_copy(update={
             "observed_generation": generation,
-            "gpus": t.spec.nodes * t.spec.gpus_per_node,
+            "gpus": self.size * t.spec.gpus_per_node,
         })
         self.actions: list[Action] = []
         self.events: list[Event] = []
@@ -247,8 +250,7 @@ class _Builder:
         self.update(phase=phase)
 
     def nodes(self, ready: int) -> None:
-        total = self.t.spec.nodes
-        self.update(nodes=NodeCount(ready=ready, total=total), ready=f"{ready}/{total}")
+        self.update(nodes=NodeCount(ready=ready, total=self.size), ready=f"{ready}/{self.size}")
 
     def delete(self, pods: list[PodView]) -> None:
         for pod in pods:
@@ -338,18 +340,18 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
     if b.status.pods_created:
         present = {p.index for p in current}
         failures += [Failure(t.pod_name(i), True, "PodDeleted", "the pod disappeared")
-                     for i in range(spec.nodes) if i not in present]
+                     for i in range(b.size) if i not in present]
     if failures:
         _on_failure(b, failures, current)
         return b.decision()
 
-    if len(current) == spec.nodes and all(p.phase == "Succeeded" for p in current):
-        b.finish(True, "Succeeded", f"all {spec.nodes} node(s) finished training", current)
+    if len(current) == b.size and all(p.phase == "Succeeded" for p in current):
+        b.finish(True, "Succeeded", f"all {b.size} node(s) finished training", current)
         return b.decision()
 
     if not b.status.pods_created:
         present = {p.index for p in current}
-        for i in range(spec.nodes):
+        for i in range(b.size):
             if i not in present:
                 b.actions.append(CreateObject(render.render_pod(t, i, b.status.attempt,
                                                                 settings)))
@@ -357,18 +359,18 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
         if b.status.phase == "Restarting":
             b.condition("Restarting", "False", "Recreated",
                         f"attempt {b.status.attempt} created")
-        b.events.append(Event("Normal", "Created", f"Created {spec.nodes} pod(s) of attempt "
+        b.events.append(Event("Normal", "Created", f"Created {b.size} pod(s) of attempt "
                               f"{b.status.attempt}"))
         b.update(phase="Pending")
 
     running = [p for p in current if p.phase in ("Running", "Succeeded")]
     b.nodes(len(running))
-    if len(running) == spec.nodes:
-        b.condition("Running", "True", "AllNodesRunning", f"{spec.nodes} of {spec.nodes} "
+    if len(running) == b.size:
+        b.condition("Running", "True", "AllNodesRunning", f"{b.size} of {b.size} "
                     "node(s) running")
-        b.phase("Running", "Running", f"All {spec.nodes} node(s) are running")
+        b.phase("Running", "Running", f"All {b.size} node(s) are running")
     else:
-        reason, message = _why_waiting(current, spec.nodes, len(running))
+        reason, message = _why_waiting(current, b.size, len(running))
         b.condition("Running", "False", reason, message)
         b.phase("Pending", reason, message)
     return b.decision()

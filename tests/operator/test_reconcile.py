@@ -17,7 +17,7 @@ from resnet50_operator.reconcile import (
     reject,
     timestamp,
 )
-from resnet50_operator.spec import ResNet50TrainingStatus
+from resnet50_operator.spec import NodeCount, ResNet50TrainingStatus
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, 0, tzinfo=dt.timezone.utc)
 
@@ -229,6 +229,19 @@ def test_the_restart_budget_runs_out():
     assert condition(d, "Failed").reason == "RestartLimitExceeded"
     assert "restart budget of 3 spent; last failure: pod r50-1 exit code 137" in \
         condition(d, "Failed").message
+
+
+@pytest.mark.parametrize("new_nodes", [1, 3])
+def test_an_edit_of_nodes_waits_for_the_next_attempt(new_nodes):
+    running = status(phase="Running", nodes=NodeCount(ready=2, total=2))
+    t = training(nodes=new_nodes)
+    d = run(running, [pod(0), pod(1)], t=t)
+    assert (d.status.phase, d.status.ready, created(d), deleted(d)) == ("Running", "2/2", [], [])
+    d = run(running, [pod(0, "Succeeded"), pod(1, "Succeeded")], t=t)
+    assert d.status.phase == "Succeeded"
+    restarted = run(running, [pod(0), pod(1, "Failed", exit_code=137)], t=t).status
+    d = run(restarted, [], t=t, now=later(60))  # after the back-off
+    assert len(created(d)) == new_nodes and d.status.ready == f"0/{new_nodes}"
 
 
 # ------------------------------------------------------------------ between attempts
