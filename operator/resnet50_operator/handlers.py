@@ -17,6 +17,7 @@ it read, so a decision made on stale data is rejected rather than applied.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 from collections import defaultdict
@@ -127,7 +128,10 @@ def reconcile_one(memo: kopf.Memo, namespace: str, name: str) -> None:
             pods, service_exists = _observe(memo, training)
             decision = core.reconcile(training, current, pods, service_exists, now,
                                       memo.settings, meta.get("generation"))
-        _apply(memo, decision, body)
+        refused = _apply(memo, decision, body)
+        if refused:  # a value only the apiserver checks (a toleration, an env source, ...)
+            decision = core.reject(decision.status, refused, now, meta.get("generation"))
+            _apply(memo, decision, body)
         new = decision.status.model_dump(by_alias=True, mode="json")
         if new != current.model_dump(by_alias=True, mode="json"):
             _patch_status(memo, body, new)
@@ -148,7 +152,8 @@ def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[core.PodView], b
     return [p for p in pods if p is not None], service_exists
 
 
-def _apply(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> None:
+def _apply(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> str | None:
+    """Carry out the decision; the apiserver's reason if it refused an object as invalid."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for action in decision.actions:
         try:
@@ -169,11 +174,22 @@ def _apply(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> No
                                                             name)
                 log.info("%s/%s: deleted: ttlSecondsAfterFinished has passed", namespace, name)
         except ApiException as exc:
+            if isinstance(action, core.CreateObject) and exc.status == 422:
+                kind, obj = action.body["kind"], action.body["metadata"]["name"]
+                return f"the apiserver refused {kind} {obj}: {_api_message(exc)}"
             # Already there / already gone: the world is as decided (an earlier run did it).
             if exc.status not in (404, 409):
                 raise
     for event in decision.events:
         _post_event(memo, body, event)
+    return None
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(exc.reason)
 
 
 def _patch_status(memo: kopf.Memo, body: dict[str, Any], status: dict[str, Any]) -> None:

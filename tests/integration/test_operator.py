@@ -193,6 +193,21 @@ def test_a_configuration_error_fails_without_restart(api, namespace, operator, k
     wait_for("survivor deleted", lambda: pod_names(kubelet) == ["r50-1"])
 
 
+def test_a_pod_the_apiserver_refuses_fails_the_training_saying_why(api, namespace, operator,
+                                                                   kubelet):
+    """A value no schema of ours checks (a toleration's operator) reaches the pod."""
+    create_training(api, namespace, small_training(scheduling={
+        "tolerations": [{"key": "gpu", "operator": "Sometimes"}]}))
+    wait_for("Failed", lambda: phase(api, namespace) == "Failed")
+    status = get_training(api, namespace, "r50")["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert failed["message"].startswith("the apiserver refused Pod r50-0: ")
+    assert "Sometimes" in failed["message"]
+    assert [e.reason for e in events(api, namespace, "r50")] == ["InvalidSpec"]
+    assert pod_names(kubelet) == []
+
+
 def test_the_restart_budget_runs_out(api, namespace, operator, kubelet):
     create_training(api, namespace, small_training(restartPolicy={"maxRestarts": 1,
                                                                   "backoffSeconds": 0}))
