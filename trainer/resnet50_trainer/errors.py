@@ -1,8 +1,8 @@
 """Errors the trainer reports as one line and a distinct exit code.
 
-The exit codes are part of the trainer's contract with the operator: 2 and 3
-are never retried (the same input would fail again), while a crash (1) or a
-signal (128+N) may be.
+The exit codes are part of the trainer's contract with the operator: a signal
+(128+N) is retried; a crash (1) is not, and neither are 2 and 3, which the same
+input would meet again.
 """
 
 EXIT_CONFIG = 2
