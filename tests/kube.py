@@ -9,23 +9,40 @@ cannot run on these machines. e2e/ runs the pods for real with nodesim.NodeSimul
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
-from controlplane import ControlPlane
+from controlplane import ControlPlane, binaries_available
 from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
 
+from resnet50_operator import crd
 from resnet50_operator.spec import GROUP, PLURAL, VERSION
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "manifests" / "examples"
+
+
+@contextlib.contextmanager
+def session_control_plane() -> Iterator[ControlPlane]:
+    """A control plane with the CRD, for a tier's session; skipped without the binaries."""
+    reason = binaries_available()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # CI builds them first: their absence there is a bug
+        pytest.skip(reason)
+    # The CRD goes in before the controller-manager starts, so that its garbage collector
+    # knows the resource from the beginning (it rediscovers resources only every 30 s).
+    with ControlPlane(node_monitor_grace_period="1h", crds=[crd.build_crd()]) as cp:
+        yield cp
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60,

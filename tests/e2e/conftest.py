@@ -3,18 +3,15 @@ whose pods run as real trainer processes (nodesim.py), and the operator as a sub
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from controlplane import ControlPlane, binaries_available, free_port
-from kube import Operator
+from controlplane import ControlPlane, free_port
+from kube import Operator, session_control_plane
 from kubernetes import client
 from nodesim import NodeSimulator
-
-from resnet50_operator import crd
 
 NODES = 2
 GPUS_PER_NODE = 8
@@ -22,12 +19,7 @@ GPUS_PER_NODE = 8
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[ControlPlane]:
-    reason = binaries_available()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(reason)  # CI builds them first: their absence there is a bug
-        pytest.skip(reason)
-    with ControlPlane(node_monitor_grace_period="1h", crds=[crd.build_crd()]) as cp:
+    with session_control_plane() as cp:
         yield cp
 
 

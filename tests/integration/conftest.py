@@ -3,29 +3,19 @@ and three fake GPU nodes), a namespace per test, the operator as a subprocess.""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from controlplane import ControlPlane, binaries_available
-from kube import Kubelet, Operator
+from controlplane import ControlPlane
+from kube import Kubelet, Operator, session_control_plane
 from kubernetes import client
-
-from resnet50_operator import crd
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[ControlPlane]:
-    reason = binaries_available()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(reason)  # CI builds them first: their absence there is a bug
-        pytest.skip(reason)
-    # The CRD goes in before the controller-manager starts, so that its garbage collector
-    # knows the resource from the beginning (it rediscovers resources only every 30 s).
-    with ControlPlane(node_monitor_grace_period="1h", crds=[crd.build_crd()]) as cp:
+    with session_control_plane() as cp:
         for i in range(3):
             cp.add_node(f"gpu-node-{i}", gpus=8)
         yield cp
