@@ -33,5 +33,5 @@ test: setup control-plane
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check trainer operator tests
+	$(BIN)/ruff check trainer operator tests benchmarks
 	shellcheck hack/*.sh hack/control-plane/*.sh

@@ -20,7 +20,7 @@ PRECISIONS = ("fp32", "amp", "bf16")
 LR_SCHEDULERS = ("step", "cosine")
 # torchvision's scheduler names, accepted so its commands keep working.
 LR_SCHEDULER_ALIASES = {"steplr": "step", "multisteplr": "step", "cosineannealinglr": "cosine"}
-DATA_BACKENDS = ("pytorch", "synthetic")
+DATA_BACKENDS = ("pytorch", "gpu", "synthetic")
 IMAGENET_TRAIN_SIZE = 1_281_167
 IMAGENET_VAL_SIZE = 50_000
 # The variables torchrun reads its flags from; PyTorchJob-style pods carry them.

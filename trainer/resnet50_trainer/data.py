@@ -4,12 +4,21 @@ Layouts of --data-path (the two the reference scripts use):
   folder:  train/<class>/*.JPEG and val/<class>/*.JPEG, classes sorted by name;
   list:    train_list.txt and val_list.txt, one "relative/path label" per line,
            the path relative to the root or to train/ (val/). Used when both lists exist.
+
+Backends (--data-backend):
+  pytorch:   DataLoader workers decode with PIL and transform on the CPU;
+  gpu:       workers only read the file bytes; the main process decodes each batch with
+             torchvision.io.decode_jpeg on the device and crops, flips and normalises there;
+  synthetic: one random batch made once on the device, no disk I/O.
+Every backend yields (images, labels) on the device; on CUDA the next batch is copied
+(and for gpu, decoded) on a side stream while the current one trains.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,10 +231,60 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+class DeviceBatches:
+    """The batches of `loader` turned into (images, labels) on `device` by `to_device`.
+
+    On CUDA, batch i+1 is prepared on a side stream while the caller trains on batch i,
+    so host-to-device copies (and, for the gpu backend, decoding) overlap with compute.
+    Elsewhere it is a plain map.
+    """
+
+    def __init__(self, loader: DataLoader, to_device: Callable, device: torch.device) -> None:
+        self.loader = loader
+        self.to_device = to_device
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.device.type != "cuda":
+            for batch in self.loader:
+                yield self.to_device(batch)
+            return
+        side = torch.cuda.Stream(self.device)
+        batches = iter(self.loader)
+
+        def prepare() -> tuple[torch.Tensor, torch.Tensor] | None:
+            batch = next(batches, None)
+            if batch is None:
+                return None
+            with torch.cuda.stream(side):
+                return self.to_device(batch)
+
+        ready = prepare()
+        while ready is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(side)
+            for tensor in ready:  # made on the side stream, used and freed on this one
+                tensor.record_stream(current)
+            this, ready = ready, prepare()
+            yield this
+
+
 # ---------------------------------------------------------------- backends
 
 
-def build_pytorch_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
+@dataclass(frozen=True)
+class _DiskPlan:
+    """What the disk backends share: the index, the batch size and the classes."""
+
+    index: DatasetIndex
+    batch: int
+    num_classes: int
+
+
+def _plan_disk_loaders(cfg: TrainConfig, where: Placement) -> _DiskPlan:
     index = discover(cfg.data_path or "")
     log.info("Dataset %s (%s layout): %d training and %d validation images, %d classes",
              cfg.data_path, index.layout, len(index.train), len(index.val), index.num_classes)
@@ -242,8 +301,19 @@ def build_pytorch_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
             f"--num-classes {num_classes} is smaller than the {index.num_classes} classes "
             f"of {cfg.data_path}"
         )
-    train_set = ImageSamples(index.train, train_transform(cfg.train_crop_size))
-    val_set = ImageSamples(index.val, val_transform(cfg.val_resize_size, cfg.val_crop_size))
+    return _DiskPlan(index, batch, num_classes)
+
+
+def _disk_loaders(
+    cfg: TrainConfig,
+    where: Placement,
+    plan: _DiskPlan,
+    datasets: tuple[Dataset, Dataset],
+    to_device: tuple[Callable, Callable],
+    collate_fn: Callable | None = None,
+) -> Loaders:
+    """Training shuffled and evenly split over the ranks, validation split exactly once."""
+    train_set, val_set = datasets
     train_sampler = DistributedSampler(
         train_set, num_replicas=where.world_size, rank=where.rank, shuffle=True, seed=cfg.seed
     )
@@ -251,12 +321,175 @@ def build_pytorch_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
         "num_workers": cfg.workers,
         "pin_memory": where.device.type == "cuda",
         "persistent_workers": cfg.workers > 0,
+        "collate_fn": collate_fn,
     }
-    train = DataLoader(train_set, batch, sampler=train_sampler, drop_last=True, **common)
+    train = DataLoader(train_set, plan.batch, sampler=train_sampler, drop_last=True, **common)
     val = DataLoader(
-        val_set, batch, sampler=ShardSampler(len(val_set), where.rank, where.world_size), **common
+        val_set, plan.batch, sampler=ShardSampler(len(val_set), where.rank, where.world_size),
+        **common,
     )
-    return Loaders(train, val, len(train), len(val_set), num_classes, train_sampler.set_epoch)
+    return Loaders(
+        train=DeviceBatches(train, to_device[0], where.device),
+        val=DeviceBatches(val, to_device[1], where.device),
+        train_steps=len(train),
+        val_size=len(val_set),
+        num_classes=plan.num_classes,
+        set_epoch=train_sampler.set_epoch,
+    )
+
+
+def _memory_format(cfg: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
+class _ToDevice:
+    """Moves a decoded (images, labels) batch to the device, in the model's memory format."""
+
+    def __init__(self, device: torch.device, memory_format: torch.memory_format) -> None:
+        self.device = device
+        self.memory_format = memory_format
+
+    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        images, labels = batch
+        return (images.to(self.device, non_blocking=True, memory_format=self.memory_format),
+                labels.to(self.device, non_blocking=True))
+
+
+def build_pytorch_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
+    plan = _plan_disk_loaders(cfg, where)
+    datasets = (
+        ImageSamples(plan.index.train, train_transform(cfg.train_crop_size)),
+        ImageSamples(plan.index.val, val_transform(cfg.val_resize_size, cfg.val_crop_size)),
+    )
+    to_device = _ToDevice(where.device, _memory_format(cfg))
+    return _disk_loaders(cfg, where, plan, datasets, (to_device, to_device))
+
+
+# The gpu backend: workers read bytes, the device decodes and augments.
+
+# (all files' bytes end to end, each file's size, labels, paths)
+EncodedBatch = tuple[torch.Tensor, list[int], torch.Tensor, list[str]]
+
+
+class EncodedSamples(Dataset):
+    """(file bytes as a uint8 tensor, label, path); an unreadable file is a DataError."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        path, label = self.samples[index]
+        try:
+            with open(path, "rb") as f:
+                data = bytearray(f.read())
+        except OSError as exc:
+            raise DataError(f"cannot read image {path}: {exc}") from None
+        if not data:  # frombuffer refuses an empty buffer; decoding names the file
+            return torch.empty(0, dtype=torch.uint8), label, path
+        return torch.frombuffer(data, dtype=torch.uint8), label, path
+
+
+def collate_encoded(samples: list[tuple[torch.Tensor, int, str]]) -> EncodedBatch:
+    """The files' bytes in one buffer: a worker hands over (and the loader pins) one
+    tensor per batch, not one per image."""
+    return (torch.cat([s[0] for s in samples]), [len(s[0]) for s in samples],
+            torch.tensor([s[1] for s in samples], dtype=torch.int64), [s[2] for s in samples])
+
+
+def _is_jpeg(data: torch.Tensor) -> bool:
+    return data.numel() > 2 and data[:2].tolist() == [0xFF, 0xD8]
+
+
+def _reason(exc: Exception) -> str:
+    """torchvision's message without its "decode_jpeg, file.cpp:171, " prefix."""
+    return re.sub(r"^\w+, \S+:\d+, ", "", str(exc).strip().splitlines()[0])
+
+
+def _decode_one(data: torch.Tensor, path: str, device: torch.device) -> torch.Tensor:
+    """One image, on the device if it can, else on the CPU (PNG, or what nvJPEG lacks)."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    if _is_jpeg(data) and device.type != "cpu":
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            pass
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB).to(device, non_blocking=True)
+    except RuntimeError as exc:
+        raise DataError(f"cannot read image {path}: {_reason(exc)}") from None
+
+
+def decode_batch(data: list[torch.Tensor], paths: list[str],
+                 device: torch.device) -> list[torch.Tensor]:
+    """uint8 CHW RGB images on `device`: the JPEGs in one batched decode_jpeg call."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    jpegs = [i for i, d in enumerate(data) if _is_jpeg(d)]
+    images: list[torch.Tensor | None] = [None] * len(data)
+    try:
+        decoded = (decode_jpeg([data[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
+                   if jpegs else [])
+    except RuntimeError:  # one bad file fails the whole call: find it, and decode the rest
+        decoded = [_decode_one(data[i], paths[i], device) for i in jpegs]
+    for i, image in zip(jpegs, decoded, strict=True):
+        images[i] = image
+    return [img if img is not None else _decode_one(data[i], paths[i], device)
+            for i, img in enumerate(images)]
+
+
+class DeviceTransform:
+    """Decode a batch of file bytes on the device, then crop, flip, stack and normalise.
+
+    Training: RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, bilinear with antialias)
+    and a horizontal flip at random, parameters drawn on the host as torchvision does.
+    Validation: resize the shorter side, then a centre crop.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, train: bool) -> None:
+        self.device = device
+        self.train = train
+        self.crop = cfg.train_crop_size if train else cfg.val_crop_size
+        self.resize = cfg.val_resize_size
+        self.memory_format = _memory_format(cfg)
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+
+    def _train_crop(self, image: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms import RandomResizedCrop
+        from torchvision.transforms.v2 import functional as F
+
+        top, left, height, width = RandomResizedCrop.get_params(
+            image, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3])
+        image = F.resized_crop(image, top, left, height, width, [self.crop, self.crop],
+                               antialias=True)
+        return F.horizontal_flip(image) if torch.rand(1).item() < 0.5 else image
+
+    def _val_crop(self, image: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as F
+
+        image = F.resize(image, [self.resize], antialias=True)
+        return F.center_crop(image, [self.crop, self.crop])
+
+    def __call__(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        buffer, sizes, labels, paths = batch
+        data = list(torch.split(buffer, sizes))
+        crop = self._train_crop if self.train else self._val_crop
+        images = torch.stack([crop(img) for img in decode_batch(data, paths, self.device)])
+        images = images.contiguous(memory_format=self.memory_format)
+        images = images.float().sub_(self.mean).div_(self.std)
+        return images, labels.to(self.device, non_blocking=True)
+
+
+def build_gpu_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
+    plan = _plan_disk_loaders(cfg, where)
+    datasets = (EncodedSamples(plan.index.train), EncodedSamples(plan.index.val))
+    to_device = (DeviceTransform(cfg, where.device, train=True),
+                 DeviceTransform(cfg, where.device, train=False))
+    return _disk_loaders(cfg, where, plan, datasets, to_device, collate_fn=collate_encoded)
 
 
 class SyntheticBatches:
@@ -300,6 +533,7 @@ def build_synthetic_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
 
 BACKENDS: dict[str, Callable[[TrainConfig, Placement], Loaders]] = {
     "pytorch": build_pytorch_loaders,
+    "gpu": build_gpu_loaders,
     "synthetic": build_synthetic_loaders,
 }
 

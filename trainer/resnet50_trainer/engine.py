@@ -78,6 +78,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def train_step(ctx: StepContext, images: torch.Tensor, targets: torch.Tensor,
+               step: int) -> torch.Tensor:
+    """One optimizer step at global step `step`; returns the loss, detached, on the device.
+
+    Nothing here waits for the device: the inputs' copies are asynchronous (no-ops when
+    the backend already delivered them on the device in the right memory format), the LR
+    is a Python float, and with the fused optimizer the GradScaler checks for infinite
+    gradients on the device.
+    """
+    device = ctx.where.device
+    images = images.to(device, non_blocking=True, memory_format=ctx.memory_format)
+    targets = targets.to(device, non_blocking=True)
+    if ctx.mixer is not None:
+        images, targets = ctx.mixer(images, targets)
+    set_lr(ctx.optimizer, lr_at(step, ctx.cfg, ctx.peak_lr, ctx.steps_per_epoch))
+    with ctx.autocast():
+        loss = ctx.criterion(ctx.model(images), targets)
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.scaler.scale(loss).backward()
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    return loss.detach()
+
+
 def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int) -> EpochResult:
     """Train over `loader`; `first_step` is the global step this epoch starts at."""
     cfg, device = ctx.cfg, ctx.where.device
@@ -90,23 +114,13 @@ def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int) -> Ep
     end = start
     for i, (images, targets) in enumerate(loader):
         data_seconds += time.perf_counter() - end
-        images = images.to(device, non_blocking=True, memory_format=ctx.memory_format)
-        targets = targets.to(device, non_blocking=True)
-        if ctx.mixer is not None:
-            images, targets = ctx.mixer(images, targets)
         step = first_step + i
-        set_lr(ctx.optimizer, lr_at(step, cfg, ctx.peak_lr, ctx.steps_per_epoch))
-        with ctx.autocast():
-            loss = ctx.criterion(ctx.model(images), targets)
-        ctx.optimizer.zero_grad(set_to_none=True)
-        ctx.scaler.scale(loss).backward()
-        ctx.scaler.step(ctx.optimizer)
-        ctx.scaler.update()
+        loss = train_step(ctx, images, targets, step)
         if ctx.ema is not None and (step + 1) % cfg.model_ema_steps == 0:
             ctx.ema.update_parameters(ctx.model)
             if epoch < cfg.lr_warmup_epochs:  # as torchvision: no averaging during warm-up
                 ctx.ema.n_averaged.fill_(0)
-        window_loss += loss.detach()
+        window_loss += loss
         window_steps += 1
         last = i + 1 == ctx.steps_per_epoch
         if window_steps == cfg.print_freq or last:
