@@ -72,3 +72,13 @@ def test_incompatible_checkpoint_is_refused_with_the_differences(tmp_path):
                                             "global_batch_size": 256}, tmp_path / "c.pt")
     checkpoint.check_compatible(saved, {"model": "resnet50", "num_classes": 10,
                                         "global_batch_size": 256}, tmp_path / "c.pt")
+
+
+def test_an_output_dir_that_cannot_be_written_is_a_configuration_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"--output-dir .*a-file/run is not writable: Not a "
+                                          r"directory \(running as uid \d+\)"):
+        checkpoint.check_writable(blocker / "run")
+    checkpoint.check_writable(tmp_path / "new" / "run")
+    assert list((tmp_path / "new" / "run").iterdir()) == []

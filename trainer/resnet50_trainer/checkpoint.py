@@ -48,6 +48,18 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         os.close(dir_fd)
 
 
+def check_writable(output_dir: Path) -> None:
+    """Create --output-dir if needed and make sure files can be written there."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-test.{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--output-dir {output_dir} is not writable: {exc.strerror} "
+                          f"(running as uid {os.getuid()})") from None
+
+
 def remove_stale_temporaries(output_dir: Path) -> None:
     """Half-written files of a run that was killed while saving."""
     for tmp in output_dir.glob(".checkpoint_epoch*.pt.tmp*"):

@@ -137,9 +137,10 @@ class Run:
     def __init__(self, cfg: TrainConfig, where: Placement) -> None:
         self.cfg, self.where = cfg, where
         self.output_dir = Path(cfg.output_dir)
-        self.metrics = MetricsLog(self.output_dir) if where.is_main else None
         if where.is_main:
+            checkpoint.check_writable(self.output_dir)
             checkpoint.remove_stale_temporaries(self.output_dir)
+        self.metrics = MetricsLog(self.output_dir) if where.is_main else None
         configure_device(where.device)
         seed_everything(cfg.seed)
         self.loaders = build_loaders(cfg, where)
