@@ -90,6 +90,8 @@ class TrainConfig:
     resume: str | None = None
     keep_checkpoints: int = 3
     print_freq: int = 10
+    metrics_port: int = 0  # rank 0's live progress (resnet50_trainer.live); 0: off
+    termination_log: str | None = None  # rank 0 leaves its final figures there
     seed: int = 0
     preset: str | None = None
 
@@ -153,6 +155,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (0 to 65535), got {value}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -182,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="resnet50-train",
         description="Train ResNet50 on ImageNet with PyTorch DDP.",
+        epilog="Plot the metrics of a run: resnet50-train plot OUTPUT_DIR [-o FILE.png]",
         argument_default=argparse.SUPPRESS,
     )
 
@@ -282,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--keep-checkpoints", dest="keep_checkpoints", type=_positive_int,
         help="per-epoch checkpoints kept (best.pt is kept apart)")
     add("--print-freq", dest="print_freq", type=_positive_int, help="log every N steps")
+    add("--metrics-port", dest="metrics_port", type=_port,
+        help="rank 0 serves its progress as Prometheus text at :PORT/metrics (0: off)")
+    add("--termination-log", dest="termination_log",
+        help="file rank 0 writes its final figures to (Kubernetes: /dev/termination-log)")
     add("--seed", dest="seed", type=int, help="random seed")
     return p
 

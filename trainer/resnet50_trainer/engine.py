@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnet50_trainer import live
 from resnet50_trainer.config import TrainConfig
 from resnet50_trainer.distributed import Placement, all_reduce_sum
 from resnet50_trainer.optim import lr_at, set_lr
@@ -39,6 +40,7 @@ class StepContext:
     steps_per_epoch: int
     mixer: Mixer | None = None
     ema: torch.optim.swa_utils.AveragedModel | None = None
+    publisher: live.Publisher | None = None  # rank 0's live progress
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -102,6 +104,11 @@ def train_step(ctx: StepContext, images: torch.Tensor, targets: torch.Tensor,
     return loss.detach()
 
 
+def eta_seconds(steps_left: int, seconds_so_far: float, steps_so_far: int) -> float:
+    """Time to the end of training at this epoch's pace so far (evaluations not counted)."""
+    return steps_left * seconds_so_far / max(1, steps_so_far)
+
+
 def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int) -> EpochResult:
     """Train over `loader`; `first_step` is the global step this epoch starts at."""
     cfg, device = ctx.cfg, ctx.where.device
@@ -132,14 +139,19 @@ def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int) -> Ep
             _sync(device)
             now = time.perf_counter()
             rate = window_steps * batch_images / (now - window_start)
-            remaining = total_steps - (step + 1)
-            eta = remaining * (now - start) / (i + 1)
+            eta = eta_seconds(total_steps - (step + 1), now - start, i + 1)
             log.info(
                 "Epoch [%d/%d] [%*d/%d]  loss %.4f  lr %.5f  img/s %.1f  data %.3fs  eta %s",
                 epoch + 1, cfg.epochs, len(str(ctx.steps_per_epoch)), i + 1, ctx.steps_per_epoch,
                 mean_loss, ctx.optimizer.param_groups[0]["lr"], rate,
                 data_seconds / (i + 1), datetime.timedelta(seconds=round(eta)),
             )
+            if ctx.publisher is not None:
+                ctx.publisher.update(
+                    epoch=epoch + 1, epochs=cfg.epochs, step=i + 1,
+                    steps_per_epoch=ctx.steps_per_epoch, global_step=step + 1, loss=mean_loss,
+                    learning_rate=ctx.optimizer.param_groups[0]["lr"],
+                    images_per_second=rate, eta_seconds=eta)
             window_loss.zero_()
             window_steps = 0
             window_start = now

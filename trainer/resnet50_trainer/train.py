@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from resnet50_trainer import checkpoint, distributed
+from resnet50_trainer import checkpoint, distributed, live
 from resnet50_trainer.config import TrainConfig, validate_world
 from resnet50_trainer.data import build_batch_mixer, build_loaders
 from resnet50_trainer.distributed import Placement
@@ -127,15 +127,29 @@ def run(cfg: TrainConfig) -> None:
     where = distributed.placement_from_env(cfg)
     validate_world(cfg, where.world_size)
     distributed.init(cfg, where)
+    publisher = start_publisher(cfg) if where.is_main else None
     try:
-        Run(cfg, where).execute()
+        Run(cfg, where, publisher).execute()
     finally:
+        if publisher is not None:
+            publisher.close()
         distributed.shutdown()
 
 
+def start_publisher(cfg: TrainConfig) -> live.Publisher | None:
+    """Rank 0's live progress, when asked for (the operator's pods ask for it)."""
+    if not cfg.metrics_port and not cfg.termination_log:
+        return None
+    try:
+        return live.Publisher(cfg.metrics_port, cfg.termination_log)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-port {cfg.metrics_port}: {exc.strerror}") from None
+
+
 class Run:
-    def __init__(self, cfg: TrainConfig, where: Placement) -> None:
-        self.cfg, self.where = cfg, where
+    def __init__(self, cfg: TrainConfig, where: Placement,
+                 publisher: live.Publisher | None = None) -> None:
+        self.cfg, self.where, self.publisher = cfg, where, publisher
         self.output_dir = Path(cfg.output_dir)
         if where.is_main:
             checkpoint.check_writable(self.output_dir)
@@ -256,6 +270,9 @@ class Run:
         cfg, where = self.cfg, self.where
         ctx = build_step_context(cfg, where, self.model, self.optimizer, self.scaler,
                                  self.loaders.train_steps, self.loaders.num_classes, self.ema)
+        ctx = dataclasses.replace(ctx, publisher=self.publisher)
+        self.publish(epoch=min(self.totals.epoch + 1, cfg.epochs), epochs=cfg.epochs, step=0,
+                     steps_per_epoch=ctx.steps_per_epoch, global_step=self.totals.step)
         log.info("Training %s for %d epochs: %d processes x %d images, %d steps per epoch, "
                  "peak lr %.4f, %s", cfg.model, cfg.epochs, where.world_size,
                  cfg.per_process_batch(where.world_size), ctx.steps_per_epoch, ctx.peak_lr,
@@ -276,6 +293,8 @@ class Run:
             is_best = result is not None and (t.best_acc1 is None or result.acc1 > t.best_acc1)
             if is_best:
                 t.best_acc1 = result.acc1
+            if result is not None:
+                self.publish(top1_accuracy=result.acc1, top5_accuracy=result.acc5)
             t.elapsed_seconds = elapsed_before + time.perf_counter() - started
             log.info("Epoch %d/%d done: loss %.4f  %s  time %s  img/s %.1f (all ranks)",
                      t.epoch, cfg.epochs, trained.loss,
@@ -291,9 +310,11 @@ class Run:
                         "val_images": result.images} if result else {}),
                 )
             self.save(is_best)
+            self.publish(checkpoint_epoch=t.epoch, checkpoint_timestamp_seconds=time.time())
             final = result
         if final is None:  # the job had finished before this start: report it again
             final = self.evaluate()
+            self.publish(top1_accuracy=final.acc1, top5_accuracy=final.acc5)
         line = result_line(final.acc1, self.totals.images_per_second,
                            self.totals.elapsed_seconds, cfg.per_process_batch(where.world_size))
         log.info("%s", line)
@@ -301,4 +322,9 @@ class Run:
             self.metrics.write("result", acc1=final.acc1, acc5=final.acc5,
                                images_per_second=self.totals.images_per_second,
                                elapsed_seconds=self.totals.elapsed_seconds, line=line)
+        if self.publisher is not None:
+            self.publisher.finish()
 
+    def publish(self, **values: float) -> None:
+        if self.publisher is not None:
+            self.publisher.update(**values)

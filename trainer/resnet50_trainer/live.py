@@ -1,0 +1,125 @@
+"""Live progress of a run: rank 0 serves it as Prometheus gauges, the operator reads it back.
+
+The standard library only, so that the operator (which has no torch) shares these names and
+the parser. The trainer serves GET /metrics on --metrics-port (0: off, the default outside
+Kubernetes) and writes the same text, without comments, to --termination-log when it
+finishes, so the final figures outlive the process (Kubernetes shows that file as the
+container's termination message).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+PREFIX = "resnet50_"
+# name -> help text; every value is a gauge
+GAUGES = {
+    "epoch": "Epoch being trained, 1-based (the last one once finished)",
+    "epochs": "Epochs of the run",
+    "step": "Steps done in the current epoch",
+    "steps_per_epoch": "Steps of one epoch",
+    "global_step": "Steps done since the start of the run, over all epochs",
+    "loss": "Training loss, mean of the last report window",
+    "learning_rate": "Learning rate at the last report",
+    "images_per_second": "Training images per second over all ranks, last report window",
+    "top1_accuracy": "Acc@1 of the last evaluation, percent",
+    "top5_accuracy": "Acc@5 of the last evaluation, percent",
+    "eta_seconds": "Estimated seconds to the end of training",
+    "checkpoint_epoch": "Epoch of the last checkpoint written",
+    "checkpoint_timestamp_seconds": "Unix time of the last checkpoint written",
+    "finished": "1 once the run has finished training",
+}
+_SAMPLE = re.compile(rf"^{PREFIX}(\w+)(?:\{{[^}}]*\}})?\s+(\S+)")
+
+
+def render(values: dict[str, float], comments: bool = True) -> str:
+    """Prometheus text exposition of the known gauges that have a value."""
+    lines = []
+    for name, text in GAUGES.items():
+        if values.get(name) is None:
+            continue
+        if comments:
+            lines += [f"# HELP {PREFIX}{name} {text}", f"# TYPE {PREFIX}{name} gauge"]
+        lines.append(f"{PREFIX}{name} {float(values[name]):.17g}")
+    return "\n".join(lines) + "\n"
+
+
+def parse(text: str) -> dict[str, float]:
+    """The known gauges in a Prometheus text (unknown and malformed lines are skipped)."""
+    out = {}
+    for line in text.splitlines():
+        m = _SAMPLE.match(line.strip())
+        if m and m.group(1) in GAUGES:
+            try:
+                value = float(m.group(2))
+            except ValueError:
+                continue
+            if math.isfinite(value):
+                out[m.group(1)] = value
+    return out
+
+
+class Publisher:
+    """Holds rank 0's latest values; serves them over HTTP when given a port."""
+
+    def __init__(self, port: int = 0, termination_log: str | None = None) -> None:
+        self.values: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._termination_log = Path(termination_log) if termination_log else None
+        self._server: ThreadingHTTPServer | None = None
+        if port:
+            self._server = ThreadingHTTPServer(("", port), self._handler())
+            self._server.daemon_threads = True
+            threading.Thread(target=self._server.serve_forever, name="metrics",
+                             daemon=True).start()
+
+    @property
+    def port(self) -> int | None:
+        return self._server.server_address[1] if self._server else None
+
+    def update(self, **values: float | None) -> None:
+        with self._lock:
+            self.values.update({k: v for k, v in values.items() if v is not None})
+
+    def text(self, comments: bool = True) -> str:
+        with self._lock:
+            return render(self.values, comments)
+
+    def finish(self) -> None:
+        """Mark the run finished and leave the final values in the termination log."""
+        self.update(finished=1, eta_seconds=0)
+        if self._termination_log is not None:
+            try:
+                self._termination_log.write_text(self.text(comments=False))
+            except OSError:  # not in a container, or not writable: the log stays the record
+                pass
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        publisher = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404)
+                    return
+                body = publisher.text().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:  # no access log in the trainer's
+                pass
+
+        return Handler
