@@ -31,11 +31,16 @@ def one_line(exc: TrainerError) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from resnet50_trainer.launch import needs_launch
-
     argv = list(sys.argv[1:] if argv is None else argv)
     _configure_logging(is_main=os.environ.get("RANK", "0") == "0")
     try:
+        if argv[:1] == ["plot"]:  # resnet50-train plot OUTPUT_DIR: a picture of metrics.jsonl
+            from resnet50_trainer.plot import main as plot
+
+            plot(argv[1:])
+            return
+        from resnet50_trainer.launch import needs_launch  # imports torch
+
         cfg = parse_config(argv, os.environ)
         if needs_launch(cfg, os.environ):
             from resnet50_trainer.launch import launch
