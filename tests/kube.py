@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -149,6 +150,15 @@ class Kubelet:
         return left
 
 
+def table(text: str) -> list[dict[str, str]]:
+    """The rows of `kubectl get` output by column (cells may be empty: split by position)."""
+    header, *rows = text.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    return [{name: row[start:end].strip() for name, start, end in
+             zip(names, starts, [*starts[1:], None], strict=True)} for row in rows]
+
+
 def create_training(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict:
     return client.CustomObjectsApi(api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, body)
@@ -168,5 +178,6 @@ def apply_yaml(api: client.ApiClient, path: Path, namespace: str | None = None) 
 
 
 def events(api: client.ApiClient, namespace: str, name: str) -> list[client.CoreV1Event]:
+    """The Events of the training `name` (its Service, of the same name, has its own)."""
     return [e for e in client.CoreV1Api(api).list_namespaced_event(namespace).items
-            if e.involved_object.name == name]
+            if e.involved_object.name == name and e.involved_object.kind == "ResNet50Training"]

@@ -23,6 +23,11 @@ PRINTER_COLUMNS = [
     {"name": "Ready", "type": "string", "jsonPath": ".status.ready",
      "description": "Nodes whose pod is running, of all nodes"},
     {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
+    {"name": "Epoch", "type": "string", "jsonPath": ".status.training.epoch"},
+    {"name": "Top-1", "type": "number", "jsonPath": ".status.training.top1",
+     "description": "Acc@1 of the last evaluation, percent"},
+    {"name": "Img/s", "type": "integer", "jsonPath": ".status.training.imagesPerSecond"},
+    {"name": "ETA", "type": "string", "jsonPath": ".status.training.eta"},
     {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

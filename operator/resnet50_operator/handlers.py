@@ -11,15 +11,21 @@ that has one, and a training could then not be deleted while the operator is dow
 reconcile_one reads the training and lists its pods from the API (a consistent read, so
 a pod created a moment ago is never mistaken for a deleted one), holds a per-training
 lock so two triggers never decide at once, and writes the status with the resourceVersion
-it read, so a decision made on stale data is rejected rather than applied.
+it read, so a decision made on stale data is rejected rather than applied. While a
+training runs, it also reads the master's progress endpoint, at most once every
+progress interval (when it last did is the one thing kept in memory: losing it costs one
+early read).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
 import threading
+import time
+import urllib.request
 from collections import defaultdict
 from typing import Any
 
@@ -31,6 +37,7 @@ from resnet50_operator import reconcile as core
 from resnet50_operator import render
 from resnet50_operator.settings import OperatorSettings
 from resnet50_operator.spec import GROUP, KIND, PLURAL, VERSION, ResNet50TrainingStatus
+from resnet50_trainer import live
 
 log = logging.getLogger(__name__)
 # Fields that act at once; any other spec change reaches the pods at the next attempt only.
@@ -50,6 +57,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.core = client.CoreV1Api()
     memo.custom = client.CustomObjectsApi()
     memo.locks = defaultdict(threading.Lock)
+    memo.progress_read = {}  # (namespace, name) -> time.monotonic() of the last read
     memo.stopping = threading.Event()
     threading.Thread(target=_sweep, args=(memo,), name="sweep", daemon=True).start()
 
@@ -64,6 +72,8 @@ def on_training_event(type: str, namespace: str, name: str, memo: kopf.Memo,
                       **_: Any) -> None:
     if type != "DELETED":
         reconcile_one(memo, namespace, name)
+    else:
+        memo.progress_read.pop((namespace, name), None)
 
 
 @kopf.on.event("", "v1", "pods", labels={render.TRAINING_LABEL: kopf.PRESENT})
@@ -127,14 +137,17 @@ def reconcile_one(memo: kopf.Memo, namespace: str, name: str) -> None:
         else:
             pods, service_exists = _observe(memo, training)
             decision = core.reconcile(training, current, pods, service_exists, now,
-                                      memo.settings, meta.get("generation"))
+                                      memo.settings, meta.get("generation"),
+                                      _read_progress(memo, training, current, pods))
         refused = _apply(memo, decision, body)
         if refused:  # a value only the apiserver checks (a toleration, an env source, ...)
             decision = core.reject(decision.status, refused, now, meta.get("generation"))
-            _apply(memo, decision, body)
         new = decision.status.model_dump(by_alias=True, mode="json")
-        if new != current.model_dump(by_alias=True, mode="json"):
-            _patch_status(memo, body, new)
+        if new != current.model_dump(by_alias=True, mode="json") and \
+                not _patch_status(memo, body, new):
+            return  # changed meanwhile: the next trigger decides again, and tells it then
+        for event in decision.events:
+            _post_event(memo, body, event)
 
 
 def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[core.PodView], bool]:
@@ -142,6 +155,7 @@ def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[core.PodView], b
     listed = memo.core.list_namespaced_pod(t.namespace, label_selector=selector)
     api = client.ApiClient()
     pods = [core.observe_pod(api.sanitize_for_serialization(p)) for p in listed.items]
+    pods = _with_warnings(memo, t.namespace, [p for p in pods if p is not None])
     try:
         memo.core.read_namespaced_service(t.service, t.namespace)
         service_exists = True
@@ -149,7 +163,46 @@ def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[core.PodView], b
         if exc.status != 404:
             raise
         service_exists = False
-    return [p for p in pods if p is not None], service_exists
+    return pods, service_exists
+
+
+def _with_warnings(memo: kopf.Memo, namespace: str,
+                   pods: list[core.PodView]) -> list[core.PodView]:
+    """Pending pods with their newest Warning Event (FailedMount, ...): one read, and only
+    while some pod is pending. Matched by uid, as pods of later attempts reuse names;
+    FailedScheduling is left out: the pod's own condition says that, and goes when it binds."""
+    pending = {p.uid for p in pods if p.phase == "Pending"}
+    if not pending:
+        return pods
+    newest: dict[str, Any] = {}
+    for e in memo.core.list_namespaced_event(
+            namespace, field_selector="type=Warning,involvedObject.kind=Pod").items:
+        uid, at = e.involved_object.uid, e.last_timestamp or e.metadata.creation_timestamp
+        if uid in pending and e.reason != "FailedScheduling" and (
+                uid not in newest or at >= newest[uid][0]):
+            newest[uid] = (at, e.reason or "Warning", e.message or "")
+    return [dataclasses.replace(p, warning=newest[p.uid][1:]) if p.uid in newest else p
+            for p in pods]
+
+
+def _read_progress(memo: kopf.Memo, t: render.Training, status: ResNet50TrainingStatus,
+                   pods: list[core.PodView]) -> dict[str, float] | None:
+    """The master's gauges, when the training runs and its last read is old enough."""
+    master = next((p for p in pods if p.index == 0 and p.attempt == status.attempt
+                   and p.phase == "Running" and p.ip and p.metrics_port), None)
+    key = (t.namespace, t.name)
+    due = memo.progress_read.get(key, -1e9) + memo.settings.progress_interval_seconds
+    if master is None or status.phase != "Running" or time.monotonic() < due:
+        return None
+    memo.progress_read[key] = time.monotonic()
+    host = f"[{master.ip}]" if ":" in master.ip else master.ip
+    try:
+        with urllib.request.urlopen(f"http://{host}:{master.metrics_port}/metrics",
+                                    timeout=2) as response:
+            return live.parse(response.read().decode(errors="replace"))
+    except (OSError, ValueError) as exc:  # not up yet, or metrics off: no news
+        log.debug("%s/%s: progress not read: %s", t.namespace, t.name, exc)
+        return None
 
 
 def _apply(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> str | None:
@@ -180,8 +233,6 @@ def _apply(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> st
             # Already there / already gone: the world is as decided (an earlier run did it).
             if exc.status not in (404, 409):
                 raise
-    for event in decision.events:
-        _post_event(memo, body, event)
     return None
 
 
@@ -192,7 +243,9 @@ def _api_message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
-def _patch_status(memo: kopf.Memo, body: dict[str, Any], status: dict[str, Any]) -> None:
+def _patch_status(memo: kopf.Memo, body: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Write the status as of the resourceVersion read; False if the training changed or
+    went meanwhile."""
     meta = body["metadata"]
     patch = {"metadata": {"resourceVersion": meta["resourceVersion"]},
              "status": _without_empty_strings(status)}
@@ -200,8 +253,10 @@ def _patch_status(memo: kopf.Memo, body: dict[str, Any], status: dict[str, Any])
         memo.custom.patch_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"],
                                                           PLURAL, meta["name"], patch)
     except ApiException as exc:
-        if exc.status not in (404, 409):  # changed meanwhile: the next trigger decides again
+        if exc.status not in (404, 409):
             raise
+        return False
+    return True
 
 
 def _without_empty_strings(value: Any, in_list: bool = False) -> Any:

@@ -6,8 +6,8 @@ restarts mid-job decides exactly as the one before it would have.
 
 The order of the checks is the order of precedence:
   finished -> invalid spec -> suspended -> deadline -> old attempt's pods still there ->
-  restart back-off -> failures of the current attempt -> success -> create what is missing
-  -> phase and readiness.
+  restart back-off -> failures of the current attempt (and no progress) -> success ->
+  create what is missing -> phase and readiness (and the startup timeout).
 """
 
 from __future__ import annotations
@@ -19,12 +19,16 @@ from typing import Any
 from resnet50_operator import render
 from resnet50_operator.settings import OperatorSettings
 from resnet50_operator.spec import (
+    CheckpointRecord,
     Condition,
     FailureRecord,
     NodeCount,
     ResNet50TrainingStatus,
     RestartRecord,
+    TrainingProgress,
 )
+from resnet50_trainer import live
+from resnet50_trainer.progress import format_duration
 
 # A pod deleted on a node without a kubelet stays Terminating for ever; past its grace
 # period and this margin the operator deletes it with grace 0 so the group can restart.
@@ -65,6 +69,7 @@ class PodView:
     index: int
     attempt: int
     phase: str  # Pending, Running, Succeeded, Failed, Unknown
+    uid: str = ""
     deleting: bool = False
     deletion_deadline: dt.datetime | None = None  # deletionTimestamp: grace period's end
     exit_code: int | None = None
@@ -74,6 +79,9 @@ class PodView:
     pod_reason: str = ""  # status.reason (Evicted, NodeLost, ...)
     pod_message: str = ""
     unschedulable: str = ""  # the scheduler's message while it cannot place the pod
+    ip: str = ""  # status.podIP
+    metrics_port: int | None = None  # the trainer container's port named "metrics"
+    warning: tuple[str, str] | None = None  # (reason, message) of its latest Warning Event
 
 
 def observe_pod(pod: dict[str, Any]) -> PodView | None:
@@ -102,6 +110,7 @@ def observe_pod(pod: dict[str, Any]) -> PodView | None:
             unschedulable = cond.get("message", "")
     return PodView(
         name=meta["name"],
+        uid=meta.get("uid", ""),
         index=index,
         attempt=attempt,
         phase=status.get("phase", "Pending"),
@@ -114,6 +123,10 @@ def observe_pod(pod: dict[str, Any]) -> PodView | None:
         pod_reason=status.get("reason", ""),
         pod_message=status.get("message", ""),
         unschedulable=unschedulable,
+        ip=status.get("podIP") or "",
+        metrics_port=next((port.get("containerPort") for c in (pod.get("spec") or {}).get(
+            "containers") or [] for port in c.get("ports") or []
+            if port.get("name") == render.METRICS_PORT_NAME), None),
     )
 
 
@@ -208,6 +221,48 @@ def _tail(text: str) -> str:
     return text if len(text) <= MESSAGE_TAIL else "..." + text[-MESSAGE_TAIL:]
 
 
+def progress_status(previous: TrainingProgress | None, values: dict[str, float],
+                    now: dt.datetime) -> TrainingProgress | None:
+    """status.training from the trainer's gauges (live.GAUGES); `previous` if they say nothing
+    new. lastProgressTime moves only when the step count does."""
+    if not values:
+        return previous
+    prev = previous or TrainingProgress()
+
+    def whole(name: str) -> int | None:
+        return int(values[name]) if name in values else None
+
+    def of(done: str, total: str) -> str | None:
+        return f"{whole(done)}/{whole(total)}" if done in values and total in values else None
+
+    checkpoint = prev.last_checkpoint
+    if "checkpoint_epoch" in values and "checkpoint_timestamp_seconds" in values:
+        written = dt.datetime.fromtimestamp(values["checkpoint_timestamp_seconds"],
+                                            dt.timezone.utc)
+        checkpoint = CheckpointRecord(epoch=whole("checkpoint_epoch"), time=timestamp(written))
+    step = whole("global_step")
+    moved = step is not None and step != prev.global_step
+    new = TrainingProgress(
+        epoch=of("epoch", "epochs") or prev.epoch,
+        step=of("step", "steps_per_epoch") or prev.step,
+        global_step=step if step is not None else prev.global_step,
+        loss=_rounded(values.get("loss"), 4, prev.loss),
+        lr=_rounded(values.get("learning_rate"), 6, prev.lr),
+        images_per_second=whole("images_per_second") if "images_per_second" in values
+        else prev.images_per_second,
+        top1=_rounded(values.get("top1_accuracy"), 2, prev.top1),
+        top5=_rounded(values.get("top5_accuracy"), 2, prev.top5),
+        eta=format_duration(values["eta_seconds"]) if "eta_seconds" in values else prev.eta,
+        last_checkpoint=checkpoint,
+        last_progress_time=timestamp(now) if moved else prev.last_progress_time,
+    )
+    return new if new != prev else previous
+
+
+def _rounded(value: float | None, digits: int, previous: float | None) -> float | None:
+    return round(value, digits) if value is not None else previous
+
+
 def set_condition(conditions: list[Condition], type_: str, status: str, reason: str,
                   message: str, now: dt.datetime, generation: int | None) -> list[Condition]:
     """Conditions with `type_` set; its transition time moves only when its status does."""
@@ -279,7 +334,9 @@ class _Builder:
 
 def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[PodView],
               service_exists: bool, now: dt.datetime, settings: OperatorSettings,
-              generation: int | None = None) -> Decision:
+              generation: int | None = None, progress: dict[str, float] | None = None
+              ) -> Decision:
+    """`progress`: the gauges read from the master's metrics endpoint, when it was read."""
     rejected = next((c for c in status.conditions if c.type == "Failed"), None)
     if rejected and rejected.reason == "InvalidSpec" and generation != status.observed_generation:
         status = ResNet50TrainingStatus()  # the spec was fixed: start afresh
@@ -336,16 +393,25 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
     if not service_exists:
         b.actions.append(CreateObject(render.render_service(t, settings)))
 
+    master = next((p for p in current if p.index == 0), None)
+    if progress:
+        b.update(training=progress_status(b.status.training, progress, now))
     failures = [f for f in map(classify, current) if f]
     if b.status.pods_created:
         present = {p.index for p in current}
         failures += [Failure(t.pod_name(i), True, "PodDeleted", "the pod disappeared")
                      for i in range(b.size) if i not in present]
+    stalled = _stalled(b, spec.run_policy.progress_deadline_seconds)
+    if stalled and not failures:
+        failures.append(Failure(t.pod_name(0), True, "NoProgress", stalled))
     if failures:
         _on_failure(b, failures, current)
         return b.decision()
 
     if len(current) == b.size and all(p.phase == "Succeeded" for p in current):
+        if master is not None:  # its last figures, which it left as termination message
+            final = live.parse(master.container_message)
+            b.update(training=progress_status(b.status.training, final, now))
         b.finish(True, "Succeeded", f"all {b.size} node(s) finished training", current)
         return b.decision()
 
@@ -355,7 +421,7 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
             if i not in present:
                 b.actions.append(CreateObject(render.render_pod(t, i, b.status.attempt,
                                                                 settings)))
-        b.update(pods_created=True, restart_at=None)
+        b.update(pods_created=True, restart_at=None, attempt_start_time=timestamp(now))
         if b.status.phase == "Restarting":
             b.condition("Restarting", "False", "Recreated",
                         f"attempt {b.status.attempt} created")
@@ -371,8 +437,20 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
         b.phase("Running", "Running", f"All {b.size} node(s) are running")
     else:
         reason, message = _why_waiting(current, b.size, len(running))
+        timeout = spec.run_policy.startup_timeout_seconds
+        created = parse_time(b.status.attempt_start_time)
+        if timeout and created and now >= created + dt.timedelta(seconds=timeout):
+            b.finish(False, "StartupTimeout", f"not every pod ran within startupTimeoutSeconds "
+                     f"({timeout} s): {message}", current)
+            return b.decision()
+        problem = reason != "WaitingForPods"
+        previous = next((c for c in b.status.conditions if c.type == "Running"), None)
+        if problem and b.status.phase == "Pending" and (
+                previous is None or _SAME_PROBLEM.get(previous.reason, previous.reason) !=
+                _SAME_PROBLEM.get(reason, reason)):
+            b.events.append(Event("Warning", reason, message))
         b.condition("Running", "False", reason, message)
-        b.phase("Pending", reason, message)
+        b.phase("Pending", reason, message, warning=problem)
     return b.decision()
 
 
@@ -423,13 +501,38 @@ def _on_failure(b: _Builder, failures: list[Failure], current: list[PodView]) ->
     b.update(phase="Restarting")
 
 
+# Reasons a kubelet alternates between for one problem: one Warning Event for both.
+_SAME_PROBLEM = {"ImagePullBackOff": "ErrImagePull"}
+
+
 def _why_waiting(current: list[PodView], total: int, running: int) -> tuple[str, str]:
-    """The most telling reason why not every node runs yet."""
+    """The most telling reason why not every node runs yet: the scheduler's, then the
+    kubelet's (a container's waiting reason such as ErrImagePull, else the pod's newest
+    Warning Event, such as FailedMount while its container is being created)."""
     for pod in current:
         if pod.unschedulable:
             return "Unschedulable", f"pod {pod.name}: {pod.unschedulable}"
     for pod in current:
-        if pod.phase == "Pending" and pod.container_reason:
+        if pod.phase == "Pending" and pod.container_reason not in ("", "ContainerCreating"):
             detail = f": {pod.container_message}" if pod.container_message else ""
             return pod.container_reason, f"pod {pod.name}{detail}"
+    for pod in current:
+        if pod.phase == "Pending" and pod.warning:
+            return pod.warning[0], f"pod {pod.name}: {pod.warning[1]}"
     return "WaitingForPods", f"{running} of {total} node(s) running"
+
+
+def _stalled(b: _Builder, deadline: int) -> str:
+    """Why a running training counts as hung, or "". Only once the trainer has reported
+    progress: a trainer that never publishes any (metrics off) is never judged by it."""
+    progress = b.status.training
+    running = next((c for c in b.status.conditions if c.type == "Running"), None)
+    if not deadline or b.status.phase != "Running" or progress is None or \
+            progress.last_progress_time is None or running is None or running.status != "True":
+        return ""
+    since = max(t for t in (parse_time(progress.last_progress_time),
+                            parse_time(running.last_transition_time)) if t)
+    if b.now < since + dt.timedelta(seconds=deadline):
+        return ""
+    return (f"no training progress for {deadline} s (progressDeadlineSeconds); last step "
+            f"{progress.global_step} at {progress.last_progress_time}")

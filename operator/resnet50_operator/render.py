@@ -20,6 +20,8 @@ from resnet50_operator import spec as s
 from resnet50_operator.settings import OperatorSettings
 
 DATA_MOUNT = "/data"
+METRICS_PORT_NAME = "metrics"
+TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 CHECKPOINT_MOUNT = "/checkpoints"
 LABEL_PREFIX = "resnet50.dev"
 TRAINING_LABEL = f"{LABEL_PREFIX}/training"
@@ -103,10 +105,11 @@ def labels(t: Training, index: int | None = None, attempt: int | None = None) ->
     return out
 
 
-def trainer_args(t: Training) -> list[str]:
+def trainer_args(t: Training, settings: OperatorSettings) -> list[str]:
     """resnet50-train options; the launch topology comes from the PET_* environment."""
     spec, opts = t.spec, t.spec.training
-    args: list[str] = []
+    # Rank 0 publishes its progress and leaves its final figures as termination message.
+    args = ["--metrics-port", str(settings.metrics_port), "--termination-log", TERMINATION_LOG]
     if opts.preset:
         args += ["--preset", opts.preset]
     if spec.dataset.synthetic:
@@ -233,7 +236,9 @@ def pod_values(t: Training, index: int, attempt: int, settings: OperatorSettings
         "service": t.service,
         "labels": labels(t, index, attempt),
         "owner": owner_reference(t),
-        "args": trainer_args(t),
+        "args": trainer_args(t, settings),
+        "metrics_port": settings.metrics_port,
+        "serves_metrics": index == 0,  # global rank 0 runs in the first pod
         "env": environment(t, index, settings),
         "rendezvous_port": settings.rendezvous_port,
         "volumes": vols,

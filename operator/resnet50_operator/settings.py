@@ -17,6 +17,10 @@ class OperatorSettings(BaseModel):
                                               "training is compared with its pods.")
     rendezvous_port: int = Field(29500, ge=1, le=65535, description="Port of the DDP "
                                  "rendezvous on the master pod.")
+    metrics_port: int = Field(9402, ge=1, le=65535, description="Port of the trainer's "
+                              "progress endpoint (Prometheus text) in the master pod.")
+    progress_interval_seconds: float = Field(15.0, gt=0, description="How often the "
+                                             "progress of a running training is read.")
     namespace: str | None = Field(None, description="Watch only this namespace; default: all.")
 
     @classmethod

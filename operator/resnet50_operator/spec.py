@@ -25,6 +25,8 @@ MAX_NAME_LENGTH = 56
 # A Kubernetes resource quantity ("32", "500m", "256Gi", "1e3"), as the API's own schema has it.
 QUANTITY = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
             r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+# Upper bound of every duration field: ten years, far below what datetime arithmetic allows.
+MAX_SECONDS = 10 * 365 * 24 * 3600
 # The rendezvous the operator sets in every pod (render.environment): not the user's to set.
 OPERATOR_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "PET_NNODES",
                 "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT")
@@ -134,9 +136,10 @@ class RestartPolicySpec(_Model):
     max_restarts: int = Field(3, ge=0, description="Whole-group restarts after retryable "
                               "failures (signals, OOM kill, eviction, node loss) before the "
                               "training is Failed.")
-    backoff_seconds: int = Field(10, ge=0, description="Wait before the first restart; doubles "
-                                 "with each restart.")
-    max_backoff_seconds: int = Field(300, ge=0, description="Upper bound of the wait.")
+    backoff_seconds: int = Field(10, ge=0, le=MAX_SECONDS, description="Wait before the "
+                                 "first restart; doubles with each restart.")
+    max_backoff_seconds: int = Field(300, ge=0, le=MAX_SECONDS,
+                                     description="Upper bound of the wait.")
 
 
 class SchedulingSpec(_Model):
@@ -151,12 +154,23 @@ class SchedulingSpec(_Model):
 
 
 class RunPolicySpec(_Model):
-    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail the training "
-                                                "when it has run this long, as in a Job.")
-    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete the "
-                                                   "training this long after it finished.")
+    active_deadline_seconds: int | None = Field(None, ge=1, le=MAX_SECONDS, description="Fail "
+                                                "the training when it has run this long, as "
+                                                "in a Job.")
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, le=MAX_SECONDS,
+                                                   description="Delete the training this long "
+                                                   "after it finished.")
     suspend: bool = Field(False, description="Delete the pods and keep the training until "
                           "set back to false; it then resumes from its checkpoint.")
+    progress_deadline_seconds: int = Field(
+        1800, ge=0, le=MAX_SECONDS, description="Restart the group (reason NoProgress, counted "
+        "as a restart) when the trainer reported progress before but its step count has not "
+        "moved for this long since the later of its last progress and the moment all pods "
+        "ran; 0: never.")
+    startup_timeout_seconds: int | None = Field(None, ge=1, le=MAX_SECONDS, description="Fail "
+                                                "the training when the pods of an attempt are "
+                                                "not all running this long after their "
+                                                "creation.")
 
 
 class EnvVar(_Model):
@@ -256,6 +270,27 @@ class FailureRecord(_Model):
                          "message.")
 
 
+class CheckpointRecord(_Model):
+    epoch: int = Field(description="Epoch of the checkpoint.")
+    time: str = Field(description="When it was written.")
+
+
+class TrainingProgress(_Model):
+    """What the trainer last reported (its metrics endpoint), for kubectl get and describe."""
+
+    epoch: str | None = Field(None, description="Epoch being trained of all, e.g. 37/90.")
+    step: str | None = Field(None, description="Step in the epoch of all, e.g. 120/5005.")
+    global_step: int | None = Field(None, description="Steps since the start of the run.")
+    loss: float | None = None
+    lr: float | None = None
+    images_per_second: int | None = Field(None, description="All ranks together.")
+    top1: float | None = Field(None, description="Acc@1 of the last evaluation, percent.")
+    top5: float | None = Field(None, description="Acc@5 of the last evaluation, percent.")
+    eta: str | None = Field(None, description="Time to the end of training, e.g. 3h12m.")
+    last_checkpoint: CheckpointRecord | None = None
+    last_progress_time: str | None = Field(None, description="When the step count last moved.")
+
+
 class ResNet50TrainingStatus(_Model):
     # The status may carry fields of other writers (kopf's own bookkeeping): ignore them.
     model_config = ConfigDict(extra="ignore")
@@ -271,7 +306,10 @@ class ResNet50TrainingStatus(_Model):
     ready: str = Field("0/0", description="nodes.ready/nodes.total, for kubectl get.")
     gpus: int = 0
     start_time: str | None = None
+    attempt_start_time: str | None = Field(None, description="When the pods of the current "
+                                           "attempt were created.")
     completion_time: str | None = None
+    training: TrainingProgress | None = None
     last_failure: FailureRecord | None = None
     restart_history: list[RestartRecord] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)

@@ -19,6 +19,7 @@ from kube import (
     events,
     example,
     get_training,
+    table,
     wait_for,
 )
 from kubernetes import client, utils
@@ -98,7 +99,7 @@ def test_every_example_is_accepted_and_defaulted(api, namespace, path):
     spec = created["spec"]
     assert spec["restartPolicy"]["maxRestarts"] == body["spec"]["restartPolicy"]["maxRestarts"]
     assert spec["gpuResourceName"] == "nvidia.com/gpu"  # filled in by the schema's default
-    assert spec["runPolicy"] == {"suspend": False}
+    assert spec["runPolicy"] == {"suspend": False, "progressDeadlineSeconds": 1800}
 
 
 # ------------------------------------------------------------------ the operator
@@ -378,6 +379,10 @@ def test_kubectl_get_shows_the_printer_columns(api, cluster, namespace, operator
     kubelet.run("r50-0")
     kubelet.run("r50-1")
     wait_for("Running", lambda: phase(api, namespace) == "Running")
-    header, row = kubectl(cluster, "get", "r50t", "-n", namespace).splitlines()
-    assert header.split() == ["NAME", "PHASE", "READY", "GPUS", "RESTARTS", "AGE"]
-    assert row.split()[:5] == ["r50", "Running", "2/2", "16", "0"]
+    (row,) = table(kubectl(cluster, "get", "r50t", "-n", namespace))
+    assert list(row) == ["NAME", "PHASE", "READY", "GPUS", "EPOCH", "TOP-1", "IMG/S", "ETA",
+                         "RESTARTS", "AGE"]
+    # No trainer runs in this tier, so no progress: those columns are empty.
+    assert [row[k] for k in ("NAME", "PHASE", "READY", "GPUS", "RESTARTS")] == [
+        "r50", "Running", "2/2", "16", "0"]
+    assert {row[k] for k in ("EPOCH", "TOP-1", "IMG/S", "ETA")} <= {"", "<none>"}

@@ -13,11 +13,13 @@ from resnet50_operator.reconcile import (
     classify,
     observe_pod,
     parse_time,
+    progress_status,
     reconcile,
     reject,
     timestamp,
 )
-from resnet50_operator.spec import NodeCount, ResNet50TrainingStatus
+from resnet50_operator.spec import Condition, NodeCount, ResNet50TrainingStatus
+from resnet50_trainer import live
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, 0, tzinfo=dt.timezone.utc)
 
@@ -356,3 +358,89 @@ def test_times_parse_as_the_api_and_the_client_write_them(text):
 
 def test_pods_without_our_labels_are_ignored():
     assert observe_pod({"metadata": {"name": "other", "labels": {}}, "status": {}}) is None
+
+
+# ------------------------------------------------------------------ progress
+
+
+GAUGES = {"epoch": 3, "epochs": 90, "step": 120, "steps_per_epoch": 5005, "global_step": 10130,
+          "loss": 2.345678, "learning_rate": 0.1, "images_per_second": 2471.6,
+          "top1_accuracy": 41.237, "top5_accuracy": 67.5, "eta_seconds": 3 * 3600 + 12 * 60,
+          "checkpoint_epoch": 2, "checkpoint_timestamp_seconds": NOW.timestamp() - 60}
+
+
+def test_progress_becomes_the_status_kubectl_shows():
+    p = progress_status(None, GAUGES, NOW)
+    assert (p.epoch, p.step, p.global_step, p.images_per_second) == ("3/90", "120/5005", 10130,
+                                                                     2471)
+    assert (p.loss, p.top1, p.top5, p.eta) == (2.3457, 41.24, 67.5, "3h12m")
+    assert p.last_checkpoint.epoch == 2 and p.last_checkpoint.time == timestamp(later(-60))
+    assert p.last_progress_time == timestamp(NOW)
+
+
+def test_unchanged_progress_changes_nothing_and_only_steps_move_the_progress_time():
+    first = progress_status(None, GAUGES, NOW)
+    assert progress_status(first, dict(GAUGES), later(15)) is first  # no patch to send
+    assert progress_status(first, {}, later(15)) is first
+    moved = progress_status(first, {**GAUGES, "global_step": 10140, "step": 130}, later(30))
+    assert moved.last_progress_time == timestamp(later(30)) and moved.step == "130/5005"
+
+
+def running_with_progress(progress_at, running_since=NOW):
+    st = status(phase="Running", training=progress_status(None, GAUGES, progress_at))
+    return st.model_copy(update={"conditions": [Condition(
+        type="Running", status="True", reason="AllNodesRunning",
+        last_transition_time=timestamp(running_since))]})
+
+
+def test_a_training_without_progress_for_its_deadline_is_restarted():
+    t = training(runPolicy={"progressDeadlineSeconds": 600})
+    d = run(running_with_progress(NOW), [pod(0), pod(1)], t=t, now=later(601))
+    assert d.status.phase == "Restarting" and d.status.restarts == 1
+    assert d.status.last_failure.reason == "NoProgress"
+    assert "no training progress for 600 s" in d.events[0].message
+    assert run(running_with_progress(NOW), [pod(0), pod(1)], t=t,
+               now=later(599)).status.phase == "Running"
+
+
+def test_the_progress_clock_starts_again_when_an_attempt_runs():
+    t = training(runPolicy={"progressDeadlineSeconds": 600})
+    st = running_with_progress(NOW, running_since=later(500))  # progress from an older attempt
+    assert run(st, [pod(0), pod(1)], t=t, now=later(700)).status.phase == "Running"
+
+
+def test_no_progress_is_judged_only_once_the_trainer_reported_some():
+    t = training(runPolicy={"progressDeadlineSeconds": 600})
+    silent = running_with_progress(NOW).model_copy(update={"training": None})
+    assert run(silent, [pod(0), pod(1)], t=t, now=later(10_000)).status.phase == "Running"
+
+
+def test_the_final_figures_come_from_the_masters_termination_message():
+    final = live.render({**GAUGES, "epoch": 90, "top1_accuracy": 76.13, "finished": 1,
+                         "eta_seconds": 0}, comments=False)
+    d = run(status(phase="Running"), [pod(0, "Succeeded", container_message=final),
+                                       pod(1, "Succeeded")])
+    assert d.status.phase == "Succeeded"
+    assert (d.status.training.epoch, d.status.training.top1, d.status.training.eta) == (
+        "90/90", 76.13, "0s")
+
+
+def test_a_new_reason_to_wait_is_a_warning_event_once():
+    mount = pod(1, "Pending", container_reason="ContainerCreating",
+                warning=("FailedMount", 'MountVolume.SetUp failed for volume "data"'))
+    d = run(status(phase="Pending"), [pod(0), mount])
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "FailedMount")]
+    assert condition(d, "Running").message == ('pod r50-1: MountVolume.SetUp failed for volume '
+                                               '"data"')
+    assert run(d.status, [pod(0), mount]).events == []
+
+
+def test_pods_not_running_within_the_startup_timeout_fail_the_training():
+    t = training(runPolicy={"startupTimeoutSeconds": 300})
+    pull = pod(1, "Pending", container_reason="ImagePullBackOff",
+               container_message='Back-off pulling image "trainer:typo"')
+    st = status(phase="Pending", attempt_start_time=timestamp(NOW))
+    assert run(st, [pod(0), pull], t=t, now=later(299)).status.phase == "Pending"
+    d = run(st, [pod(0), pull], t=t, now=later(300))
+    assert d.status.phase == "Failed" and condition(d, "Failed").reason == "StartupTimeout"
+    assert 'Back-off pulling image "trainer:typo"' in condition(d, "Failed").message

@@ -119,8 +119,21 @@ def test_resources_request_what_they_limit(spec, limits, settings):
                       "--label-smoothing", "0.1"], id="training-options"),
     ],
 )
-def test_trainer_arguments(spec, expected):
-    assert trainer_args(training(spec)) == expected
+def test_trainer_arguments(spec, expected, settings):
+    args = trainer_args(training(spec), settings)
+    assert args[:4] == ["--metrics-port", str(settings.metrics_port), "--termination-log",
+                        "/dev/termination-log"]
+    assert args[4:] == expected
+
+
+def test_progress_is_published_on_a_port_prometheus_finds_on_the_first_pod(settings):
+    pod = render_pod(training(), 0, 0, settings)
+    ports = {p["name"]: p["containerPort"] for p in container(pod)["ports"]}
+    assert ports["metrics"] == settings.metrics_port
+    assert pod["metadata"]["annotations"] == {"prometheus.io/scrape": "true",
+                                              "prometheus.io/port": str(settings.metrics_port)}
+    # Only the first pod runs global rank 0, the one that serves it.
+    assert "annotations" not in render_pod(training(), 1, 0, settings)["metadata"]
 
 
 def test_launch_topology_reaches_the_trainer_through_the_environment(settings):
