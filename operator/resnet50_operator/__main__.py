@@ -1,15 +1,20 @@
-"""`resnet50-operator` (or `python -m resnet50_operator`): run the operator."""
+"""`resnet50-operator` (or `python -m resnet50_operator`): run the operator.
+
+`resnet50-operator status NAME` shows one training instead (statusview.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import sys
 
+from resnet50_operator import statusview
 from resnet50_operator.settings import ENV_PREFIX, OperatorSettings
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnet50-operator",
                                      description="Run the ResNet50Training operator.")
     parser.add_argument("--namespace", help="watch only this namespace; default: all "
@@ -17,8 +22,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                         help="liveness endpoint for the Deployment's probe ('' to disable)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command", metavar="{status}",
+                                     help="without one: run the operator")
+    status = commands.add_parser(
+        "status", help="show a training: progress, conditions, pods, restarts",
+        description="Show a ResNet50Training: its phase and progress, its conditions, the "
+        "pods of its current attempt, its restarts and last failure.")
+    statusview.add_arguments(status)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "status":
+        sys.exit(statusview.command(args))
+    run_operator(args)
+
+
+def run_operator(args: argparse.Namespace) -> None:
     if args.namespace:  # one source for the handlers and for kopf: the settings
         os.environ[ENV_PREFIX + "NAMESPACE"] = args.namespace
     namespace = OperatorSettings.from_env().namespace
