@@ -15,13 +15,16 @@ controlplane.py), which has no kubelet, it does what a kubelet would:
   those directories, and readOnly is not enforced;
 * reports pod status through the API as a kubelet does: Running with containerStatuses,
   then Succeeded or Failed with the exit code (128+N after signal N), the reason
-  (Completed, Error, or OOMKilled when `kill(..., oom=True)` simulates the OOM killer) and,
-  on failure, the log's tail as termination message (terminationMessagePolicy
-  FallbackToLogsOnError);
+  (Completed, Error, or OOMKilled when `kill(..., oom=True)` simulates the OOM killer) and
+  the termination message: what the process wrote to its terminationMessagePath (a file per
+  pod), else on failure the log's tail (FallbackToLogsOnError); a volume it cannot mount
+  leaves the pod ContainerCreating with a FailedMount Warning Event;
 * on pod deletion sends SIGTERM to the container's main process, SIGKILL to all of its
   processes after the grace period, and finalises the deletion (grace period 0). When the
   main process ends, the rest of its processes are killed too, as when a container's PID 1
-  exits.
+  exits. A container's processes are those whose environment carries its
+  NODESIM_POD_UID (torchrun starts its workers in sessions of their own, so a process
+  group would miss them).
 
 The one liberty it takes: pod DNS names (<pod>.<service>.<namespace>.svc) do not resolve on
 the test machine, so it points the rendezvous address (MASTER_ADDR, PET_MASTER_ADDR) at
@@ -59,13 +62,18 @@ from controlplane import keep_lease_fresh, register_node
 
 log = logging.getLogger("nodesim")
 LOOPBACK = "127.0.0.1"
+POD_MARKER = "NODESIM_POD_UID"  # in the environment of every process of a container
 RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "PET_MASTER_ADDR")
 # What a kubelet keeps of a failed container's log as its termination message.
 TERMINATION_LOG_LINES, TERMINATION_LOG_BYTES = 80, 2048
 
 
 class PodSetupError(Exception):
-    """The pod cannot start on this node (a volume that cannot be mounted, ...)."""
+    """The pod cannot start on this node; `reason` is the kubelet's Event reason."""
+
+    def __init__(self, message: str, reason: str = "FailedCreatePodContainer") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _now() -> str:
@@ -162,6 +170,13 @@ class NodeSimulator:
         c.oom = oom
         c.proc.send_signal(sig)
 
+    def signal_all(self, namespace: str, pod: str, sig: int) -> None:
+        """Send `sig` to every process of the pod's container (SIGSTOP: a hung pod)."""
+        c = self.container(namespace, pod)
+        if c is None:
+            raise LookupError(f"pod {namespace}/{pod} has no container")
+        self._kill_group(c, sig)
+
     # -- the kubelet's loop
 
     def _loop(self) -> None:
@@ -202,8 +217,9 @@ class NodeSimulator:
             argv, env, cwd = self._container_process(pod, pod_dir)
         except PodSetupError as exc:
             self._failed_setup.add(uid)
-            self._patch_status(ns, name, "Pending", {"waiting": {
-                "reason": "ContainerCreating", "message": str(exc)}}, ready=False)
+            self._patch_status(ns, name, "Pending", {"waiting": {"reason": "ContainerCreating"}},
+                               ready=False)
+            self._warn(pod, exc.reason, str(exc))
             return None
         log_path = pod_dir / "container.log"
         with open(log_path, "ab") as out:
@@ -229,7 +245,7 @@ class NodeSimulator:
 
         env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent),
                                         os.environ.get("PATH", os.defpath)]),
-               "HOME": str(pod_dir / "home"), "LANG": "C.UTF-8"}
+               "HOME": str(pod_dir / "home"), "LANG": "C.UTF-8", POD_MARKER: pod.metadata.uid}
         (pod_dir / "home").mkdir(parents=True, exist_ok=True)
         for var in container.env or []:
             env[var.name] = local(self._env_value(pod, var))
@@ -263,6 +279,9 @@ class NodeSimulator:
                 directory = directory / m.sub_path
                 directory.mkdir(parents=True, exist_ok=True)
             out.append((m.mount_path.rstrip("/") or "/", directory))
+        path = pod.spec.containers[0].termination_message_path
+        if path:  # a file the kubelet provides, read back when the container ends
+            out.append((path, pod_dir / "termination-log"))
         return sorted(out, key=lambda pair: -len(pair[0]))
 
     def _volume_dir(self, pod: Any, v: Any, pod_dir: Path) -> Path:
@@ -272,7 +291,8 @@ class NodeSimulator:
                 path.mkdir(parents=True, exist_ok=True)
             elif kind == "Directory" and not path.is_dir():
                 raise PodSetupError(f'MountVolume.SetUp failed for volume "{v.name}": '
-                                    f"hostPath type check failed: {path} is not a directory")
+                                    f"hostPath type check failed: {path} is not a directory",
+                                    "FailedMount")
             return path
         if v.persistent_volume_claim is not None:
             path = self.workdir / "claims" / pod.metadata.namespace / \
@@ -282,7 +302,7 @@ class NodeSimulator:
         else:
             raise PodSetupError(f'MountVolume.SetUp failed for volume "{v.name}": this node '
                                 "mounts hostPath, persistentVolumeClaim and emptyDir volumes "
-                                "only")
+                                "only", "FailedMount")
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -315,8 +335,12 @@ class NodeSimulator:
         reason = "OOMKilled" if c.oom else "Completed" if code == 0 else "Error"
         terminated = {"exitCode": code, "reason": reason, "startedAt": c.started_at,
                       "finishedAt": _now()}
-        if code != 0:
-            terminated["message"] = _log_tail(c.log)
+        written = c.log.parent / "termination-log"
+        message = written.read_text(errors="replace") if written.exists() else ""
+        if not message.strip() and code != 0:
+            message = _log_tail(c.log)
+        if message:
+            terminated["message"] = message[-4096:]  # the kubelet's limit
         self._patch_status(c.namespace, c.name, "Succeeded" if code == 0 else "Failed",
                            {"terminated": terminated}, ready=False)
         c.reported = True
@@ -339,10 +363,30 @@ class NodeSimulator:
         if c is not None:
             self.containers.pop(c.uid, None)
 
+    def _warn(self, pod: Any, reason: str, message: str) -> None:
+        """A Warning Event on the pod, as the kubelet posts one."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        meta = pod.metadata
+        with contextlib.suppress(Exception):
+            self.core.create_namespaced_event(meta.namespace, {
+                "metadata": {"generateName": f"{meta.name}.", "namespace": meta.namespace},
+                "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta.name,
+                                   "namespace": meta.namespace, "uid": meta.uid},
+                "type": "Warning", "reason": reason, "message": message,
+                "source": {"component": "kubelet", "host": pod.spec.node_name},
+                "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            })
+
     @staticmethod
     def _kill_group(c: Container, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(c.proc.pid, sig)
+        """Signal every process of the container, wherever its session or parent."""
+        marker = f"{POD_MARKER}={c.uid}".encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(entry.name), sig)
 
     def _patch_status(self, namespace: str, name: str, phase: str, state: dict[str, Any],
                       ready: bool, start_time: str | None = None) -> None:
