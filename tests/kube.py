@@ -24,6 +24,7 @@ import yaml
 from controlplane import ControlPlane, binaries_available
 from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
+from nodesim import kubelet_status
 
 from resnet50_operator import crd
 from resnet50_operator.spec import GROUP, PLURAL, VERSION
@@ -106,16 +107,7 @@ class Kubelet:
 
     def _status(self, name: str, phase: str, state: dict[str, Any], ready: bool,
                 reason: str | None = None) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        status: dict[str, Any] = {
-            "phase": phase,
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                            "lastTransitionTime": now}],
-            "containerStatuses": [{"name": "trainer", "ready": ready, "restartCount": 0,
-                                   "image": "trainer", "imageID": "", "state": state}],
-        }
-        if reason:
-            status["reason"] = reason
+        status = kubelet_status(phase, state, ready, **({"reason": reason} if reason else {}))
         self.core.patch_namespaced_pod_status(name, self.namespace, {"status": status})
 
     def run(self, name: str) -> None:

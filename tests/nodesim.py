@@ -139,7 +139,7 @@ class NodeSimulator:
             t.join(timeout=15)
         with self._lock:
             for c in self.containers.values():
-                self._kill_group(c, signal.SIGKILL)
+                self._signal_processes(c, signal.SIGKILL)
                 c.proc.wait()
 
     def _thread(self, target: Any, *args: Any) -> None:
@@ -175,7 +175,7 @@ class NodeSimulator:
         c = self.container(namespace, pod)
         if c is None:
             raise LookupError(f"pod {namespace}/{pod} has no container")
-        self._kill_group(c, sig)
+        self._signal_processes(c, sig)
 
     # -- the kubelet's loop
 
@@ -195,7 +195,7 @@ class NodeSimulator:
                 self._sync_pod(pod)
             for uid in [u for u in self.containers if u not in seen]:
                 c = self.containers.pop(uid)  # deleted with grace 0 by someone else
-                self._kill_group(c, signal.SIGKILL)
+                self._signal_processes(c, signal.SIGKILL)
                 c.proc.wait()
 
     def _sync_pod(self, pod: Any) -> None:
@@ -205,7 +205,7 @@ class NodeSimulator:
                 pod.status.phase == "Pending" and uid not in self._failed_setup:
             c = self._start(pod)
         if c is not None and not c.reported and c.proc.poll() is not None:
-            self._kill_group(c, signal.SIGKILL)  # PID 1 is gone: so is the container
+            self._signal_processes(c, signal.SIGKILL)  # PID 1 is gone: so is the container
             self._report_exit(pod, c)
         if pod.metadata.deletion_timestamp:
             self._stop_for_deletion(pod, c)
@@ -355,7 +355,7 @@ class NodeSimulator:
             grace = pod.metadata.deletion_grace_period_seconds or 0
             if time.monotonic() - c.term_sent_at < grace:
                 return
-            self._kill_group(c, signal.SIGKILL)
+            self._signal_processes(c, signal.SIGKILL)
             c.proc.wait()
         with contextlib.suppress(Exception):  # already gone: nothing to finalise
             self.core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace,
@@ -378,7 +378,7 @@ class NodeSimulator:
             })
 
     @staticmethod
-    def _kill_group(c: Container, sig: int) -> None:
+    def _signal_processes(c: Container, sig: int) -> None:
         """Signal every process of the container, wherever its session or parent."""
         marker = f"{POD_MARKER}={c.uid}".encode()
         for entry in Path("/proc").iterdir():
@@ -390,27 +390,30 @@ class NodeSimulator:
 
     def _patch_status(self, namespace: str, name: str, phase: str, state: dict[str, Any],
                       ready: bool, start_time: str | None = None) -> None:
-        now = _now()
-        ready_text = "True" if ready else "False"
-        status: dict[str, Any] = {
-            "phase": phase,
-            "hostIP": LOOPBACK,
-            "podIP": LOOPBACK,
-            "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                {"type": "Ready", "status": ready_text, "lastTransitionTime": now},
-                {"type": "ContainersReady", "status": ready_text, "lastTransitionTime": now},
-            ],
-            "containerStatuses": [{"name": "trainer", "ready": ready, "restartCount": 0,
-                                   "image": "local-process", "imageID": "",
-                                   "state": state}],
-        }
+        status = kubelet_status(phase, state, ready, hostIP=LOOPBACK, podIP=LOOPBACK)
         if start_time:
             status["startTime"] = start_time
         try:
             self.core.patch_namespaced_pod_status(name, namespace, {"status": status})
         except Exception as exc:  # deleted meanwhile
             log.debug("%s/%s: status not written: %s", namespace, name, exc)
+
+
+def kubelet_status(phase: str, state: dict[str, Any], ready: bool,
+                   **fields: Any) -> dict[str, Any]:
+    """A pod's status as a kubelet writes it, for its one container "trainer" in `state`."""
+    now, ready_text = _now(), "True" if ready else "False"
+    return {
+        "phase": phase,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Ready", "status": ready_text, "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": ready_text, "lastTransitionTime": now},
+        ],
+        "containerStatuses": [{"name": "trainer", "ready": ready, "restartCount": 0,
+                               "image": "trainer", "imageID": "", "state": state}],
+        **fields,
+    }
 
 
 def _log_tail(path: Path) -> str:

@@ -263,10 +263,14 @@ def _rounded(value: float | None, digits: int, previous: float | None) -> float 
     return round(value, digits) if value is not None else previous
 
 
+def find_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
 def set_condition(conditions: list[Condition], type_: str, status: str, reason: str,
                   message: str, now: dt.datetime, generation: int | None) -> list[Condition]:
     """Conditions with `type_` set; its transition time moves only when its status does."""
-    previous = next((c for c in conditions if c.type == type_), None)
+    previous = find_condition(conditions, type_)
     changed = previous is None or previous.status != status
     new = Condition(
         type=type_, status=status, reason=reason, message=message,
@@ -337,7 +341,7 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
               generation: int | None = None, progress: dict[str, float] | None = None
               ) -> Decision:
     """`progress`: the gauges read from the master's metrics endpoint, when it was read."""
-    rejected = next((c for c in status.conditions if c.type == "Failed"), None)
+    rejected = find_condition(status.conditions, "Failed")
     if rejected and rejected.reason == "InvalidSpec" and generation != status.observed_generation:
         status = ResNet50TrainingStatus()  # the spec was fixed: start afresh
     b = _Builder(t, status, now, generation)
@@ -393,7 +397,6 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
     if not service_exists:
         b.actions.append(CreateObject(render.render_service(t, settings)))
 
-    master = next((p for p in current if p.index == 0), None)
     if progress:
         b.update(training=progress_status(b.status.training, progress, now))
     failures = [f for f in map(classify, current) if f]
@@ -409,9 +412,9 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
         return b.decision()
 
     if len(current) == b.size and all(p.phase == "Succeeded" for p in current):
-        if master is not None:  # its last figures, which it left as termination message
-            final = live.parse(master.container_message)
-            b.update(training=progress_status(b.status.training, final, now))
+        # The master's last figures, which it left as its termination message.
+        final = "".join(p.container_message for p in current if p.index == 0)
+        b.update(training=progress_status(b.status.training, live.parse(final), now))
         b.finish(True, "Succeeded", f"all {b.size} node(s) finished training", current)
         return b.decision()
 
@@ -444,7 +447,7 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
                      f"({timeout} s): {message}", current)
             return b.decision()
         problem = reason != "WaitingForPods"
-        previous = next((c for c in b.status.conditions if c.type == "Running"), None)
+        previous = find_condition(b.status.conditions, "Running")
         if problem and b.status.phase == "Pending" and (
                 previous is None or _SAME_PROBLEM.get(previous.reason, previous.reason) !=
                 _SAME_PROBLEM.get(reason, reason)):
@@ -526,7 +529,7 @@ def _stalled(b: _Builder, deadline: int) -> str:
     """Why a running training counts as hung, or "". Only once the trainer has reported
     progress: a trainer that never publishes any (metrics off) is never judged by it."""
     progress = b.status.training
-    running = next((c for c in b.status.conditions if c.type == "Running"), None)
+    running = find_condition(b.status.conditions, "Running")
     if not deadline or b.status.phase != "Running" or progress is None or \
             progress.last_progress_time is None or running is None or running.status != "True":
         return ""

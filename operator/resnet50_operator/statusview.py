@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from resnet50_operator.reconcile import parse_time
+from resnet50_operator.reconcile import now_utc, parse_time
 from resnet50_operator.render import ATTEMPT_LABEL, NODE_INDEX_LABEL, TRAINING_LABEL
 from resnet50_operator.spec import GROUP, KIND, PLURAL, VERSION, RestartPolicySpec
 from resnet50_trainer.progress import format_duration
@@ -325,7 +325,7 @@ def command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         custom, core, default_namespace = connect()
         namespace = args.namespace or default_namespace
         if not args.watch:
-            out.write(render(*fetch(custom, core, namespace, args.name), _now()))
+            out.write(render(*fetch(custom, core, namespace, args.name), now_utc()))
             return 0
         return _watch(custom, core, namespace, args.name, args.interval, out)
     except StatusError as exc:
@@ -346,7 +346,7 @@ def _watch(custom: Any, core: Any, namespace: str, name: str, interval: float,
     first = True
     while True:
         try:
-            body = render(*fetch(custom, core, namespace, name), _now())
+            body = render(*fetch(custom, core, namespace, name), now_utc())
         except StatusError as exc:
             if first:
                 raise
@@ -357,11 +357,7 @@ def _watch(custom: Any, core: Any, namespace: str, name: str, interval: float,
         elif not first:
             out.write("-" * 72 + "\n")
         header = f"Every {interval:g}s: {PROG} status {name} -n {namespace}"
-        out.write(f"{header}    {_now().strftime('%Y-%m-%d %H:%M:%S')}\n\n{body}")
+        out.write(f"{header}    {now_utc().strftime('%Y-%m-%d %H:%M:%S')}\n\n{body}")
         out.flush()
         first = False
         time.sleep(interval)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
