@@ -18,14 +18,20 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dir="${LOCAL_CLUSTER_DIR:-${TMPDIR:-/tmp}/resnet50-local-cluster}"
 python="${PYTHON:-${root}/.venv/bin/python}"
-cp_bin="${RESNET50_CONTROL_PLANE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/resnet50-operator/control-plane/v1.20.2}/bin"
-PATH="${cp_bin}:${python%/*}:${PATH}"
+PATH="${python%/*}:${PATH}"
 export PATH
 
 say() { printf '[local-cluster] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 kubeconfig() { echo "${dir}/control-plane/kubeconfig"; }
+
+# kubectl of the same release as the control plane (hack/control-plane/versions.env)
+use_control_plane_kubectl() {
+  local bin
+  bin=$("${python}" "${root}/tests/controlplane.py" bin-dir) || die "no control plane built"
+  PATH="${bin}:${PATH}"
+}
 
 # start NAME COMMAND...: run in the background, output to DIR/NAME.log, pid in DIR/NAME.pid
 start() {
@@ -52,6 +58,7 @@ up() {
   [[ -x "${python}" ]] || die "${python} not found: run \`make setup\` first (or set PYTHON)"
   [[ ! -e "${dir}/control-plane" ]] || die "already up in ${dir} (\`$0 down\` first)"
   bash "${root}/hack/control-plane/build.sh"
+  use_control_plane_kubectl
   mkdir -p "${dir}"
   "${python}" "${root}/tests/controlplane.py" start --dir "${dir}/control-plane" \
     --node-monitor-grace-period 1h >/dev/null
@@ -81,6 +88,7 @@ down() {
 }
 
 status() {
+  use_control_plane_kubectl
   export KUBECONFIG; KUBECONFIG=$(kubeconfig)
   for p in nodes operator; do
     if alive "${p}"; then say "${p}: running"; else say "${p}: not running"; fi
@@ -104,6 +112,7 @@ demo() {
   name=$("${python}" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["metadata"]["name"])' "${example}")
   trap down EXIT
   up >/dev/null
+  use_control_plane_kubectl
   export KUBECONFIG; KUBECONFIG=$(kubeconfig)
   kubectl apply -f "${example}"
   while [[ ${phase} != Succeeded && ${phase} != Failed ]]; do

@@ -6,13 +6,14 @@ with certificates made by `openssl` in a temporary directory and free ports. The
 kubelets: pods are scheduled (spec.nodeName is set) but never run; `add_node` fakes a
 node that stays Ready.
 
-The binaries (Kubernetes v1.20.2, etcd 3.4, kubectl) come from `hack/control-plane/build.sh`,
-which builds them from Debian's packages into a cache outside the repository. They are
-looked up, one by one, in:
+The binaries (Kubernetes K8S_VERSION of hack/control-plane/versions.env, or
+$RESNET50_K8S_VERSION; etcd; kubectl) come from `hack/control-plane/build.sh`, which builds
+them from the Go module proxy into a cache outside the repository. They are looked up, one
+by one, in:
 
 1. $KUBEBUILDER_ASSETS
 2. $RESNET50_CONTROL_PLANE_DIR/bin
-3. ${XDG_CACHE_HOME:-$HOME/.cache}/resnet50-operator/control-plane/v1.20.2/bin
+3. ${XDG_CACHE_HOME:-$HOME/.cache}/resnet50-operator/control-plane/<K8S_VERSION>/bin
 4. $PATH (etcd and kubectl only)
 
 Use from Python (only the standard library, plus the `kubernetes` client for `api_client`)::
@@ -34,8 +35,10 @@ or from a shell (what hack/control-plane/start.sh and stop.sh run)::
 Things a test should know about this cluster (they are Kubernetes', not this file's):
 
 * The ServiceAccount admission plugin is on, so a pod can only be created in a namespace
-  once its "default" ServiceAccount has its token: `create_namespace` waits for that (and
-  start() waits for it in "default").
+  once the controller-manager has made its "default" ServiceAccount: `create_namespace`
+  waits for that (and start() waits for it in "default").
+* Pod Security admission is on (as in every cluster since v1.25): a namespace labelled
+  pod-security.kubernetes.io/enforce=restricted refuses pods that do not pass that level.
 * The node lifecycle controller marks a node whose Lease is not renewed Unknown after
   `node_monitor_grace_period` (40 s by default); `add_node` renews the Lease.
 * A pod deleted on a node without a kubelet stays Terminating until it is deleted again
@@ -74,11 +77,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-K8S_VERSION = "v1.20.2"
+VERSIONS_FILE = Path(__file__).resolve().parents[1] / "hack" / "control-plane" / "versions.env"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
-BUILD_HINT = "build them with `hack/control-plane/build.sh` (about 10 minutes, once per machine)"
+BUILD_HINT = "build them with `hack/control-plane/build.sh` (about 15 minutes, once per machine)"
 STATE_FILE = "control-plane.json"
 ETCD_SHM_PREFIX = "resnet50-etcd-"
 
@@ -90,9 +93,20 @@ class ControlPlaneError(RuntimeError):
 # --------------------------------------------------------------------------- binaries
 
 
+def pinned_versions() -> dict[str, str]:
+    """KEY=value lines of hack/control-plane/versions.env (K8S_VERSION, ETCD_VERSION)."""
+    lines = VERSIONS_FILE.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def k8s_version() -> str:
+    """The Kubernetes release the tests run on: $RESNET50_K8S_VERSION or the pinned one."""
+    return os.environ.get("RESNET50_K8S_VERSION") or pinned_versions()["K8S_VERSION"]
+
+
 def default_cache_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "resnet50-operator" / "control-plane" / K8S_VERSION
+    return Path(cache) / "resnet50-operator" / "control-plane" / k8s_version()
 
 
 def search_dirs() -> list[Path]:
@@ -492,7 +506,7 @@ class ControlPlane:
             str(bins["kube-apiserver"]),
             f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={self.ports['apiserver']}", "--insecure-port=0",
+            f"--secure-port={self.ports['apiserver']}",
             f"--cert-dir={wd / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -529,7 +543,7 @@ class ControlPlane:
             f"--cluster-signing-cert-file={pki / 'ca.crt'}",
             f"--cluster-signing-key-file={pki / 'ca.key'}",
             "--leader-elect=true",  # its Lease tells us it is up
-            "--bind-address=127.0.0.1", "--secure-port=0", "--port=0",
+            "--bind-address=127.0.0.1", "--secure-port=0",
         ]
         if self.node_monitor_grace_period:
             cm_args.append(f"--node-monitor-grace-period={self.node_monitor_grace_period}")
@@ -539,7 +553,7 @@ class ControlPlane:
             str(bins["kube-scheduler"]),
             f"--kubeconfig={wd / 'scheduler.kubeconfig'}",
             "--leader-elect=true",
-            "--bind-address=127.0.0.1", "--secure-port=0", "--port=0",
+            "--bind-address=127.0.0.1", "--secure-port=0",
             v, *self.extra_args["kube-scheduler"],
         ])
         lease = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"
@@ -547,9 +561,9 @@ class ControlPlane:
                    lambda: self._get(lease + "kube-controller-manager")[0] == 200, deadline)
         self._wait(sched, "kube-scheduler's leader Lease",
                    lambda: self._get(lease + "kube-scheduler")[0] == 200, deadline)
-        # Pods can be created in "default" once its ServiceAccount has a token.
-        self._wait(cm, "the token of ServiceAccount default/default",
-                   lambda: self._service_account_has_token("default"), deadline)
+        # Pods can be created in "default" once its ServiceAccount exists.
+        self._wait(cm, "ServiceAccount default/default",
+                   lambda: self._has_default_service_account("default"), deadline)
         if self.detach:
             self._write_state()
 
@@ -587,16 +601,18 @@ class ControlPlane:
         """Environment variables that point a child process (an operator, kubectl) here."""
         return {"KUBECONFIG": str(self.kubeconfig)}
 
-    def create_namespace(self, name: str, timeout: float = 60.0) -> Any:
-        """Create a namespace and wait until pods can be created in it (its default SA token)."""
+    def create_namespace(self, name: str, timeout: float = 60.0,
+                         labels: dict[str, str] | None = None) -> Any:
+        """Create a namespace and wait until pods can be created in it (its default SA)."""
         from kubernetes import client
 
         core = client.CoreV1Api(self.api_client())
-        ns = core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        ns = core.create_namespace(client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=name, labels=labels)))
         deadline = time.monotonic() + timeout
-        while not self._service_account_has_token(name):
+        while not self._has_default_service_account(name):
             if time.monotonic() > deadline:
-                raise ControlPlaneError(f"ServiceAccount {name}/default got no token in {timeout}s")
+                raise ControlPlaneError(f"ServiceAccount {name}/default not made in {timeout}s")
             time.sleep(0.2)
         return ns
 
@@ -716,9 +732,8 @@ class ControlPlane:
             self._wait(apiserver, f"CRD {name} Established",
                        lambda name=name: established(name), deadline)
 
-    def _service_account_has_token(self, namespace: str) -> bool:
-        code, body = self._get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
-        return code == 200 and bool(json.loads(body).get("secrets"))
+    def _has_default_service_account(self, namespace: str) -> bool:
+        return self._get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")[0] == 200
 
     def _write_state(self) -> None:
         assert self.workdir is not None
@@ -843,6 +858,7 @@ def main(argv: list[str] | None = None) -> int:
     sp = sub.add_parser("stop", help="stop the control plane started with `start`")
     sp.add_argument("--dir", type=Path, default=_default_run_dir())
     sub.add_parser("check", help="say whether the binaries are there")
+    sub.add_parser("bin-dir", help="print the directory of the kubectl that the tests use")
     args = ap.parse_args(argv)
 
     if args.cmd == "check":
@@ -853,6 +869,13 @@ def main(argv: list[str] | None = None) -> int:
         if reason:
             print(reason, file=sys.stderr)
             return 1
+        return 0
+    if args.cmd == "bin-dir":
+        found, _ = find_binaries()
+        if "kubectl" not in found:
+            print(binaries_available() or "kubectl not found; " + BUILD_HINT, file=sys.stderr)
+            return 1
+        print(found["kubectl"].parent)
         return 0
     if args.cmd == "stop":
         return _stop_dir(args.dir)

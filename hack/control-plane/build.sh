@@ -1,55 +1,49 @@
 #!/usr/bin/env bash
 # Build a real Kubernetes control plane (etcd + kube-apiserver +
-# kube-controller-manager + kube-scheduler, plus kubectl) for the tests, from
-# Debian packages only: no Docker engine, no kind, no download outside Debian's
-# archive.
+# kube-controller-manager + kube-scheduler, plus kubectl) for the tests and the local
+# cluster, from the Go module proxy only: no Docker engine, no kind, no release download.
 #
 #   hack/control-plane/build.sh            # build once, then exit at once
 #   hack/control-plane/build.sh --force    # rebuild even if the cache is there
+#   RESNET50_K8S_VERSION=v1.34.4 hack/control-plane/build.sh   # another release
 #
-# Where it goes: $RESNET50_CONTROL_PLANE_DIR, by default
-#   ${XDG_CACHE_HOME:-$HOME/.cache}/resnet50-operator/control-plane/v1.20.2
-# with bin/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
-# and a stamp file `.built`. Nothing is written inside the repository.
+# The release is K8S_VERSION in hack/control-plane/versions.env (the tests read it there
+# too), or $RESNET50_K8S_VERSION. Where it goes: $RESNET50_CONTROL_PLANE_DIR, by default
+#   ${XDG_CACHE_HOME:-$HOME/.cache}/resnet50-operator/control-plane/$K8S_VERSION
+# with bin/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kubectl} and a
+# stamp file `.built`. Nothing is written inside the repository.
 #
-# How:
-#  * Kubernetes v1.20.2 is Debian bookworm's source package `kubernetes`
-#    (1.20.5+really1.20.2), which carries the whole upstream tree with vendor/.
-#    It is fetched with `apt-get source` through a private, throw-away apt
-#    configuration (a deb-src line for bookworm), so the machine's own apt
-#    sources are left untouched.
-#  * It is built with Debian's golang-1.19 in GOPATH mode by upstream's own
-#    build scripts (hack/make-rules/build.sh sets GO111MODULE=off and lays the
-#    tree out under _output/local/go/src/k8s.io/kubernetes), after
-#    `make gen_openapi` (the generated OpenAPI definitions are not in the
-#    tarball; without them kube-apiserver does not compile).
-#  * The vendored github.com/modern-go/reflect2 1.0.1 crashes at run time with
-#    Go >= 1.18; it is replaced by 1.0.2 from Debian's
-#    golang-github-modern-go-reflect2-dev.
-#  * etcd (3.4) and kubectl (1.20.2) are the binaries of Debian's etcd-server and
-#    kubernetes-client packages, unpacked into the cache's bin/ with
-#    `apt-get download` + `dpkg-deb -x` rather than installed: that starts no
-#    etcd system service and does not clash with another package that already
-#    owns /usr/bin/kubectl.
+# How: two throw-away Go modules under the cache's build/ directory.
+#  * Kubernetes: a module that requires k8s.io/kubernetes $K8S_VERSION. Its go.mod
+#    requires the staging modules (k8s.io/api, k8s.io/apiserver, ...) at v0.0.0 and
+#    replaces them with ./staging paths that only exist in its own repository, so the
+#    throw-away module pins each of them with a `replace` to the matching published
+#    v0.X.Y (v1.37.2 -> v0.37.2). The version variables that upstream's build sets with
+#    -ldflags are set the same way, so `kubectl version` and /version report the release.
+#  * etcd: a module that requires go.etcd.io/etcd/server/v3 $ETCD_VERSION (the etcd
+#    minor that this Kubernetes release is built and tested against) and builds its main
+#    package, which is the etcd server binary.
+# Go's module and build caches live in the build directory too and are deleted with it.
 #
-# A cold build takes about 11 minutes on 2 cores and needs about 3 GiB of disk
-# while it runs; the source and build tree is deleted afterwards (unless
-# RESNET50_CONTROL_PLANE_KEEP_BUILD=1), the cache keeps about 300 MiB of binaries.
+# Needs Go >= the `go` line of k8s.io/kubernetes's go.mod (1.26 for v1.37); where the
+# machine's Go is older, export GOTOOLCHAIN=go1.27.3 and the go command fetches that
+# toolchain from the module proxy. A cold build takes about 14 minutes on 2 cores and
+# needs about 4 GiB of disk while it runs; the cache keeps about 330 MiB of binaries.
 set -Eeuo pipefail
 
-K8S_VERSION=v1.20.2
-DEBIAN_SRC_PACKAGE=kubernetes
-DEBIAN_SUITE=bookworm
-GO_PACKAGE=golang-1.19-go
-GO_ROOT=/usr/lib/go-1.19
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+pinned() { sed -n "s/^$1=//p" "${here}/versions.env"; }
+K8S_VERSION="${RESNET50_K8S_VERSION:-$(pinned K8S_VERSION)}"
+ETCD_VERSION="${RESNET50_ETCD_VERSION:-$(pinned ETCD_VERSION)}"
 # Bump when the recipe below changes in a way that needs a rebuild.
-RECIPE=1
+RECIPE=2
 
 CP_DIR="${RESNET50_CONTROL_PLANE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/resnet50-operator/control-plane/${K8S_VERSION}}"
 BIN_DIR="${CP_DIR}/bin"
 STAMP="${CP_DIR}/.built"
 WORK="${CP_DIR}/build"
-BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+BINARIES=(etcd "${K8S_COMMANDS[@]}")
 
 log() { printf '[control-plane build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -69,6 +63,10 @@ for arg in "$@"; do
     *) die "unknown argument: ${arg} (usage: $0 [--force])" ;;
   esac
 done
+[[ ${K8S_VERSION} =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] \
+  || die "the Kubernetes version must be a release such as v1.37.2, not '${K8S_VERSION}'"
+K8S_MINOR=${BASH_REMATCH[1]}
+STAGING_VERSION="v0.${BASH_REMATCH[1]}.${BASH_REMATCH[2]}"
 
 cache_complete() {
   [[ -f "${STAMP}" ]] || return 1
@@ -97,148 +95,95 @@ if [[ ${force} -eq 0 ]] && cache_complete; then
   exit 0
 fi
 
+command -v go >/dev/null 2>&1 || die "go is not on PATH (Go >= 1.26 builds Kubernetes ${K8S_VERSION})"
 started=$(date +%s)
-log "building Kubernetes ${K8S_VERSION} control plane into ${CP_DIR}"
+log "building Kubernetes ${K8S_VERSION} and etcd ${ETCD_VERSION} into ${CP_DIR}"
 
-# --- 1. Debian packages ------------------------------------------------------
-if [[ $(id -u) -eq 0 ]]; then
-  SUDO=()
-elif command -v sudo >/dev/null 2>&1; then
-  SUDO=(sudo)
-else
-  SUDO=(__no_root__)
-fi
+if [[ -d "${WORK}" ]]; then chmod -R u+w "${WORK}"; rm -rf "${WORK}"; fi
+mkdir -p "${WORK}"/{kubernetes,etcd,home} "${BIN_DIR}"
+# Keep go's caches and dot-files in the build tree: nothing lands in the user's home.
+export HOME="${WORK}/home" GOPATH="${WORK}/gopath" GOMODCACHE="${WORK}/gopath/pkg/mod" \
+  GOCACHE="${WORK}/go-build" GOFLAGS="-mod=mod" CGO_ENABLED=0
+export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
+unset GOBIN
+log "$(go version) (GOTOOLCHAIN=${GOTOOLCHAIN:-default}), GOPROXY=${GOPROXY}"
 
-[[ -r /etc/debian_version ]] || die "this script needs a Debian (bookworm) machine with apt"
-
-need_pkgs=()
-for p in "${GO_PACKAGE}" rsync make dpkg-dev xz-utils openssl ca-certificates debian-archive-keyring; do
-  dpkg-query -W -f='${Status}' "${p}" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("${p}")
+# --- 1. Kubernetes: a module that pins every staging module to its release -------------
+cd "${WORK}/kubernetes"
+go mod init resnet50-operator.local/control-plane >/dev/null 2>&1
+log "go mod download k8s.io/kubernetes@${K8S_VERSION}"
+k8s_mod=$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
+[[ -f "${k8s_mod}" ]] || die "the module proxy did not serve k8s.io/kubernetes@${K8S_VERSION}"
+# The staging modules are the ones k8s.io/kubernetes requires at v0.0.0.
+mapfile -t staging < <(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "${k8s_mod}")
+[[ ${#staging[@]} -gt 10 ]] || die "found no staging modules in ${k8s_mod}"
+go_line=$(awk '$1 == "go" {print $2; exit}' "${k8s_mod}")
+go mod edit -go="${go_line}" -require="k8s.io/kubernetes@${K8S_VERSION}"
+for m in "${staging[@]}"; do
+  go mod edit -replace="${m}=${m}@${STAGING_VERSION}"
 done
-if [[ ${#need_pkgs[@]} -gt 0 ]]; then
-  [[ ${SUDO[0]-} != __no_root__ ]] || die "need root (or sudo) to apt-get install: ${need_pkgs[*]}"
-  log "apt-get update"
-  "${SUDO[@]}" apt-get update -q >/dev/null || die "apt-get update failed"
-  log "apt-get install ${need_pkgs[*]}"
-  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
-    "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
-fi
-[[ -x "${GO_ROOT}/bin/go" ]] || die "${GO_ROOT}/bin/go not found after installing ${GO_PACKAGE}"
+log "go ${go_line}; ${#staging[@]} staging modules pinned to ${STAGING_VERSION}"
+cat >tools.go <<'EOF'
+//go:build tools
 
-rm -rf "${WORK}"
-mkdir -p "${WORK}"/{apt/lists/partial,apt/archives/partial,apt/sources.d,debs,src} "${BIN_DIR}"
+package tools
 
-# A private apt configuration: its own source list (deb + deb-src for bookworm
-# main), index directory and caches, so nothing of the machine's apt state changes.
-mirror="${RESNET50_DEBIAN_MIRROR:-}"
-if [[ -z "${mirror}" ]]; then
-  # shellcheck disable=SC2016 # $(...) are apt's format fields, not shell
-  mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' 2>/dev/null \
-    | awk -v s="${DEBIAN_SUITE}" '$2 == s && $1 !~ /security/ {print $1; exit}' || true)
-fi
-mirror="${mirror:-http://deb.debian.org/debian/}"
-cat >"${WORK}/apt/sources.list" <<EOF
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror} ${DEBIAN_SUITE} main
-deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror} ${DEBIAN_SUITE} main
-EOF
-APT_PRIVATE=(
-  -o "Dir::Etc::SourceList=${WORK}/apt/sources.list"
-  -o "Dir::Etc::SourceParts=${WORK}/apt/sources.d"
-  -o "Dir::State::Lists=${WORK}/apt/lists"
-  -o "Dir::Cache::Archives=${WORK}/apt/archives"
-  -o "Dir::Cache::pkgcache="
-  -o "Dir::Cache::srcpkgcache="
-  -o "APT::Sandbox::User=root"
-  -q
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
-log "apt: indexes of ${mirror} ${DEBIAN_SUITE} (private apt state under ${WORK}/apt)"
-apt-get "${APT_PRIVATE[@]}" update >"${WORK}/apt-update.log" 2>&1 \
-  || { tail -20 "${WORK}/apt-update.log" >&2; die "apt-get update (private deb-src list for ${DEBIAN_SUITE}) failed"; }
+EOF
+log "go mod tidy (downloads the dependencies; log: ${WORK}/kubernetes/tidy.log)"
+go mod tidy >tidy.log 2>&1 || { tail -30 tidy.log >&2; die "go mod tidy for k8s.io/kubernetes@${K8S_VERSION} failed"; }
 
-# --- 2. etcd and kubectl: binaries from Debian's packages --------------------
-log "apt-get download etcd-server kubernetes-client golang-github-modern-go-reflect2-dev"
-(cd "${WORK}/debs" && apt-get "${APT_PRIVATE[@]}" download \
-    etcd-server kubernetes-client golang-github-modern-go-reflect2-dev) >"${WORK}/apt-download.log" 2>&1 \
-  || { tail -20 "${WORK}/apt-download.log" >&2; die "apt-get download of Debian packages failed"; }
-for deb in "${WORK}"/debs/*.deb; do
-  dpkg-deb -x "${deb}" "${WORK}/debs/root"
+# What upstream's hack/lib/version.sh stamps into every binary.
+build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X ${pkg}.gitVersion=${K8S_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${K8S_MINOR}"
+  ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${build_date}"
 done
-install -m 0755 "${WORK}/debs/root/usr/bin/etcd" "${BIN_DIR}/etcd"
-install -m 0755 "${WORK}/debs/root/usr/bin/kubectl" "${BIN_DIR}/kubectl"
-reflect2_src="${WORK}/debs/root/usr/share/gocode/src/github.com/modern-go/reflect2"
-[[ -f "${reflect2_src}/reflect2.go" ]] || die "reflect2 source not found in golang-github-modern-go-reflect2-dev"
-etcd_version=$("${BIN_DIR}/etcd" --version | awk '/^etcd Version/ {print $3}')
-kubectl_version=$("${BIN_DIR}/kubectl" version --client --short 2>/dev/null | awk '{print $3}')
-log "etcd ${etcd_version}, kubectl ${kubectl_version}"
+pkgs=()
+for c in "${K8S_COMMANDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/${c}"); done
+log "go build ${K8S_COMMANDS[*]} (about 12 min on 2 cores; log: ${WORK}/kubernetes/build.log)"
+go build -trimpath -ldflags "${ldflags}" -o "${BIN_DIR}/" "${pkgs[@]}" >build.log 2>&1 \
+  || { tail -40 build.log >&2; die "go build of Kubernetes ${K8S_VERSION} failed"; }
 
-# --- 3. Kubernetes source -------------------------------------------------------
-log "apt-get source ${DEBIAN_SRC_PACKAGE} (${DEBIAN_SUITE})"
-(cd "${WORK}/src" && apt-get "${APT_PRIVATE[@]}" source --download-only "${DEBIAN_SRC_PACKAGE}") \
-  >"${WORK}/apt-source.log" 2>&1 \
-  || { tail -20 "${WORK}/apt-source.log" >&2; die "apt-get source ${DEBIAN_SRC_PACKAGE} failed"; }
-dsc=$(ls "${WORK}"/src/"${DEBIAN_SRC_PACKAGE}"_*.dsc)
-src_version=$(sed -n 's/^Version: //p' "${dsc}")
-KROOT="${WORK}/gopath/src/k8s.io/kubernetes"
-mkdir -p "$(dirname "${KROOT}")"
-log "unpacking ${DEBIAN_SRC_PACKAGE} ${src_version} into ${KROOT}"
-dpkg-source --no-check -x "${dsc}" "${KROOT}" >"${WORK}/dpkg-source.log" 2>&1 \
-  || { tail -20 "${WORK}/dpkg-source.log" >&2; die "dpkg-source -x failed"; }
-rm -f "${WORK}"/src/*.tar.* "${WORK}"/debs/*.deb
-grep -q "tag: ${K8S_VERSION}" "${KROOT}/hack/lib/version.sh" \
-  || die "the source package is not Kubernetes ${K8S_VERSION} (hack/lib/version.sh says otherwise)"
-
-log "replacing vendored github.com/modern-go/reflect2 1.0.1 by Debian's 1.0.2 (1.0.1 crashes on Go >= 1.18)"
-rm -rf "${KROOT}/vendor/github.com/modern-go/reflect2"
-cp -a "${reflect2_src}" "${KROOT}/vendor/github.com/modern-go/reflect2"
-
-# --- 4. Build -------------------------------------------------------------------
-export PATH="${GO_ROOT}/bin:${PATH}"
-export GOFLAGS="" GO111MODULE=off GOPROXY=off GOTOOLCHAIN=local
-export HOME="${WORK}/home"   # keep go's and the build's dot-files out of the real home
-mkdir -p "${HOME}"
-unset GOPATH GOROOT GOBIN
-log "$(go version)"
-
-cd "${KROOT}"
-log "make gen_openapi (1-2 min)"
-make gen_openapi >"${WORK}/gen_openapi.log" 2>&1 \
-  || { tail -40 "${WORK}/gen_openapi.log" >&2; die "make gen_openapi failed (log: ${WORK}/gen_openapi.log)"; }
-
-targets=(cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler)
-log "hack/make-rules/build.sh ${targets[*]} (about 8 min on 2 cores; log: ${WORK}/build.log)"
-KUBE_BUILD_PLATFORMS="linux/$(go env GOARCH)" KUBE_VERBOSE=2 \
-  hack/make-rules/build.sh "${targets[@]}" >"${WORK}/build.log" 2>&1 \
-  || { tail -60 "${WORK}/build.log" >&2; die "building ${targets[*]} failed (log: ${WORK}/build.log)"; }
-
-for t in "${targets[@]}"; do
-  b=$(basename "${t}")
-  [[ -x "_output/bin/${b}" ]] || die "_output/bin/${b} missing after the build"
-  install -m 0755 "_output/bin/${b}" "${BIN_DIR}/${b}"
-done
+# --- 2. etcd -------------------------------------------------------------------------
+cd "${WORK}/etcd"
+go mod init resnet50-operator.local/etcd >/dev/null 2>&1
+log "go build go.etcd.io/etcd/server/v3@${ETCD_VERSION} (log: ${WORK}/etcd/build.log)"
+{ go get "go.etcd.io/etcd/server/v3@${ETCD_VERSION}" \
+    && go build -trimpath -ldflags "-s -w" -o "${BIN_DIR}/etcd" go.etcd.io/etcd/server/v3; } >build.log 2>&1 \
+  || { tail -40 build.log >&2; die "go build of etcd ${ETCD_VERSION} failed"; }
 cd /
 
-# --- 5. Check and stamp ---------------------------------------------------------
+# --- 3. Check and stamp --------------------------------------------------------------
 for b in kube-apiserver kube-controller-manager kube-scheduler; do
   v=$("${BIN_DIR}/${b}" --version 2>&1) || die "${BIN_DIR}/${b} --version failed: ${v}"
   [[ "${v}" == "Kubernetes ${K8S_VERSION}" ]] || die "${b} reports '${v}', expected 'Kubernetes ${K8S_VERSION}'"
 done
+kubectl_version=$("${BIN_DIR}/kubectl" version --client 2>/dev/null | awk '/^Client Version/ {print $3}')
+[[ "${kubectl_version}" == "${K8S_VERSION}" ]] || die "kubectl reports '${kubectl_version}', expected '${K8S_VERSION}'"
+etcd_version=$("${BIN_DIR}/etcd" --version | awk '/^etcd Version/ {print $3}')
+[[ "v${etcd_version}" == "${ETCD_VERSION}" ]] || die "etcd reports '${etcd_version}', expected '${ETCD_VERSION}'"
 
 elapsed=$(( $(date +%s) - started ))
 cat >"${STAMP}.tmp" <<EOF
 recipe=${RECIPE}
 kubernetes=${K8S_VERSION}
-debian_source=${DEBIAN_SRC_PACKAGE} ${src_version}
+etcd=${ETCD_VERSION}
 go=$(go version | awk '{print $3}')
-etcd=${etcd_version}
-kubectl=${kubectl_version}
-built=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+built=${build_date}
 build_seconds=${elapsed}
 EOF
 mv "${STAMP}.tmp" "${STAMP}"
 
 if [[ "${RESNET50_CONTROL_PLANE_KEEP_BUILD:-0}" != 1 ]]; then
   log "removing the build tree ($(du -sh "${WORK}" 2>/dev/null | cut -f1)); RESNET50_CONTROL_PLANE_KEEP_BUILD=1 keeps it"
-  chmod -R u+w "${WORK}" 2>/dev/null || true   # go's module/build cache files are read-only
+  chmod -R u+w "${WORK}" 2>/dev/null || true   # go's module cache files are read-only
   rm -rf "${WORK}"
 fi
 log "done in ${elapsed}s: $(du -sh "${BIN_DIR}" | cut -f1) in ${BIN_DIR}"

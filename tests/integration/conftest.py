@@ -27,9 +27,10 @@ def api(cluster: ControlPlane) -> client.ApiClient:
 
 
 @pytest.fixture
-def namespace(cluster: ControlPlane) -> Iterator[str]:
+def namespace(request: pytest.FixtureRequest, cluster: ControlPlane) -> Iterator[str]:
+    """A fresh namespace; parametrize it indirectly with a dict to give it labels."""
     name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.create_namespace(name)
+    cluster.create_namespace(name, labels=getattr(request, "param", None))
     yield name
     core = client.CoreV1Api(cluster.api_client())
     # Without kubelets, deleted pods would stay Terminating and keep their GPUs.
