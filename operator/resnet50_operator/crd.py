@@ -16,7 +16,8 @@ from resnet50_operator import spec as s
 
 # Kept by the conversion; everything else pydantic emits (title, $defs, ...) is dropped.
 _KEPT = ("type", "description", "default", "enum", "minimum", "maximum", "exclusiveMinimum",
-         "exclusiveMaximum", "minLength", "maxLength", "pattern", "oneOf", "format")
+         "exclusiveMaximum", "minLength", "maxLength", "maxItems", "pattern", "format",
+         "x-kubernetes-validations")
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
@@ -56,7 +57,7 @@ def structural(node: dict[str, Any]) -> dict[str, Any]:
         if len(real) != 1:
             raise ValueError(f"cannot express anyOf {branches} in a structural schema")
         node = {**real[0], **node}
-    if node.get("default") in (None, ""):  # an empty default says nothing; 1.20 rejects ""
+    if node.get("default") in (None, ""):  # says nothing that leaving the field out does not
         node.pop("default", None)
     if "const" in node:
         node["enum"] = [node.pop("const")]
@@ -64,6 +65,10 @@ def structural(node: dict[str, Any]) -> dict[str, Any]:
         if bound in node:  # JSON Schema's number; OpenAPI v3.0 wants the limit plus a flag
             node[limit], node[bound] = node[bound], True
     out = {k: v for k, v in node.items() if k in _KEPT}
+    if "x-kubernetes-validations" in out:  # pydantic sorts their keys; the rule reads first
+        out["x-kubernetes-validations"] = [
+            {k: rule[k] for k in ("rule", "messageExpression", "message", "fieldPath") if k in rule}
+            for rule in out["x-kubernetes-validations"]]
     kind = node.get("type")
     if kind is None and "enum" in out:
         out["type"] = "string"
@@ -91,9 +96,8 @@ def structural(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _always_present_section(node: dict[str, Any]) -> bool:
-    """An object field that pydantic fills with its model's defaults (not Optional, no oneOf)."""
-    return "properties" in node and "anyOf" not in node and "oneOf" not in node and \
-        node.get("type", "object") == "object"
+    """An object field that pydantic fills with its model's defaults (not Optional)."""
+    return "properties" in node and "anyOf" not in node and node.get("type", "object") == "object"
 
 
 def openapi_schema(model: type[s._Model]) -> dict[str, Any]:
@@ -127,6 +131,8 @@ def build_crd() -> dict[str, Any]:
                     "description": "Trains ResNet50 on ImageNet with the bundled DDP trainer, "
                                    "one pod per node, restarted as a group from checkpoints.",
                     "required": ["spec"],
+                    **s.validations(s.cel(f"self.metadata.name.size() <= {s.MAX_NAME_LENGTH}",
+                                          f"metadata.name: {s.NAME_LENGTH_LIMIT}")),
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},

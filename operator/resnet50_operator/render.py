@@ -64,8 +64,7 @@ def parse_training(body: dict[str, Any]) -> Training:
     meta = body.get("metadata", {})
     name = meta.get("name", "")
     if len(name) > s.MAX_NAME_LENGTH:
-        raise ValueError(f"metadata.name: {len(name)} characters, at most {s.MAX_NAME_LENGTH} "
-                         "(pod names <name>-<index> are DNS labels)")
+        raise ValueError(f"metadata.name: {s.NAME_LENGTH_LIMIT}; it has {len(name)}")
     try:
         spec = s.ResNet50TrainingSpec.model_validate(body.get("spec") or {})
     except pydantic.ValidationError as exc:

@@ -7,9 +7,18 @@ camelCase names users write in YAML; the Python attributes are their snake_case 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from resnet50_trainer.config import PRECISIONS, PRESETS
@@ -22,9 +31,11 @@ SINGULAR = "resnet50training"
 SHORT_NAMES = ["r50t"]
 # Pod names are "<name>-<node index>" and serve as DNS hostnames: at most 63 characters.
 MAX_NAME_LENGTH = 56
+NAME_LENGTH_LIMIT = f"at most {MAX_NAME_LENGTH} characters (pod names <name>-<index> are " \
+    "DNS labels)"
 # A Kubernetes resource quantity ("32", "500m", "256Gi", "1e3"), as the API's own schema has it.
-QUANTITY = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
-            r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+QUANTITY = (r"^(?P<sign>\+|-)?(?P<number>([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|"
+            r"[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 # Upper bound of every duration field: ten years, far below what datetime arithmetic allows.
 MAX_SECONDS = 10 * 365 * 24 * 3600
 # The rendezvous the operator sets in every pod (render.environment): not the user's to set.
@@ -37,9 +48,61 @@ class _Model(BaseModel):
                               frozen=True)
 
 
-def _one_of(*fields: str) -> dict[str, Any]:
-    """Schema rule: exactly one of `fields` is set (structural schemas allow oneOf+required)."""
-    return {"oneOf": [{"required": [f]} for f in fields]}
+# Rules that types and bounds cannot say. Each is written once here, as a CEL rule of the
+# CRD (x-kubernetes-validations: the apiserver answers `kubectl apply` with the message) and
+# as the same check in the models (the operator's answer to what an older CRD let through),
+# with the same message; tests/operator/cases.py sends every bad input to both.
+MSG_DATASET_SOURCE = "set exactly one of persistentVolumeClaim, hostPath and nfs, or " \
+    "synthetic: true"
+MSG_SYNTHETIC_TAKES_NO_VOLUME = "synthetic data takes no volume: remove " \
+    "persistentVolumeClaim, hostPath and nfs, or set synthetic: false"
+MSG_CHECKPOINT_SOURCE = "set exactly one of persistentVolumeClaim and hostPath"
+MSG_SUB_PATH = "must stay inside the volume: no '..' component"
+MSG_QUANTITY = "must be a positive quantity such as 32, 500m or 256Gi"
+MSG_ENV_NAME = "must be printable ASCII characters other than '='"
+MSG_ENV_RESERVED = " is set by the operator (the rendezvous of the pods)"  # after the name
+MSG_ENV_VALUE = "set value or valueFrom, not both"
+MSG_ENV_UNIQUE = "each variable may be set only once"
+MSG_PROCESSES = "processesPerNode is for CPU trainings (gpusPerNode: 0); with GPUs each pod " \
+    "runs one process per GPU"
+MSG_BACKOFF = "must be at least backoffSeconds, the first wait"
+# Also the regular expressions of two rules, in the dialect both RE2 (CEL) and Python read.
+DOT_DOT_COMPONENT = r"(^|/)[.][.](/|$)"
+ENV_NAME = r"^[ -<>-~]+$"
+
+
+def cel(rule: str, message: str, **more: str) -> dict[str, str]:
+    """One x-kubernetes-validations entry; `more`: fieldPath, messageExpression, reason."""
+    return {"rule": rule, "message": message, **more}
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def _count_set(*fields: str) -> str:
+    return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields)
+
+
+def _positive_quantity(value: str) -> str:
+    match = re.fullmatch(QUANTITY, value)
+    if not match or match["sign"] == "-" or float(match["number"]) == 0:
+        raise ValueError(MSG_QUANTITY)
+    return value
+
+
+def _inside_volume(value: str) -> str:
+    if re.search(DOT_DOT_COMPONENT, value):
+        raise ValueError(MSG_SUB_PATH)
+    return value
+
+
+Quantity = Annotated[str, AfterValidator(_positive_quantity), Field(
+    max_length=64, json_schema_extra=validations(cel(
+        "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))", MSG_QUANTITY)))]
+SubPath = Annotated[str, AfterValidator(_inside_volume), Field(
+    max_length=1024, json_schema_extra=validations(cel(
+        f"!self.matches('{DOT_DOT_COMPONENT}')", MSG_SUB_PATH)))]
 
 
 class PersistentVolumeClaimRef(_Model):
@@ -60,10 +123,12 @@ class DatasetSpec(_Model):
     model_config = ConfigDict(json_schema_extra={
         "description": "Where the ImageNet data is: mounted read-only at /data. Set exactly "
         "one of persistentVolumeClaim, hostPath and nfs, or synthetic: true.",
-        "oneOf": [
-            *_one_of("persistentVolumeClaim", "hostPath", "nfs")["oneOf"],
-            {"required": ["synthetic"], "properties": {"synthetic": {"enum": [True]}}},
-        ],
+        **validations(
+            cel("!self.synthetic || " + _count_set("persistentVolumeClaim", "hostPath", "nfs")
+                + " == 0", MSG_SYNTHETIC_TAKES_NO_VOLUME),
+            cel("self.synthetic || " + _count_set("persistentVolumeClaim", "hostPath", "nfs")
+                + " == 1", MSG_DATASET_SOURCE),
+        ),
     })
 
     synthetic: bool = Field(False, description="Generated tensors instead of images (smoke "
@@ -73,17 +138,16 @@ class DatasetSpec(_Model):
         "several nodes).")
     host_path: HostPathRef | None = Field(None, description="A directory present on every node.")
     nfs: NFSRef | None = Field(None, description="An NFS export.")
-    sub_path: str = Field("", description="Directory inside the volume that holds train/ and "
-                          "val/ (or train_list.txt and val_list.txt).")
+    sub_path: SubPath = Field("", description="Directory inside the volume that holds train/ "
+                              "and val/ (or train_list.txt and val_list.txt).")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> DatasetSpec:
         sources = [s for s in (self.persistent_volume_claim, self.host_path, self.nfs) if s]
         if self.synthetic and sources:
-            raise ValueError("synthetic data takes no volume")
+            raise ValueError(MSG_SYNTHETIC_TAKES_NO_VOLUME)
         if not self.synthetic and len(sources) != 1:
-            raise ValueError("set exactly one of persistentVolumeClaim, hostPath, nfs, or "
-                             "synthetic: true")
+            raise ValueError(MSG_DATASET_SOURCE)
         return self
 
 
@@ -93,15 +157,22 @@ class CheckpointSpec(_Model):
         "/checkpoints on every node, so a restarted group resumes. Set exactly one of "
         "persistentVolumeClaim and hostPath. Without it, checkpoints live in the pod and a "
         "restart trains from the beginning.",
-        **_one_of("persistentVolumeClaim", "hostPath"),
+        **validations(cel(_count_set("persistentVolumeClaim", "hostPath") + " == 1",
+                          MSG_CHECKPOINT_SOURCE)),
     })
 
     persistent_volume_claim: PersistentVolumeClaimRef | None = Field(
         None, description="A ReadWriteMany PVC (shared by all nodes of the job).")
     host_path: HostPathRef | None = Field(None, description="A directory on the node (one-node "
                                           "jobs, or a path every node shares).")
-    sub_path: str = Field("", description="Directory inside the volume; default: the name of "
-                          "the training, so jobs can share one volume.")
+    sub_path: SubPath = Field("", description="Directory inside the volume; default: the name "
+                              "of the training, so jobs can share one volume.")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> CheckpointSpec:
+        if (self.persistent_volume_claim is None) == (self.host_path is None):
+            raise ValueError(MSG_CHECKPOINT_SOURCE)
+        return self
 
 
 class TrainingOptions(_Model):
@@ -126,13 +197,18 @@ class TrainingOptions(_Model):
 
 
 class ResourcesSpec(_Model):
-    cpu: str | None = Field(None, pattern=QUANTITY, description="CPU request and limit per "
-                            "pod, e.g. '32'.")
-    memory: str | None = Field(None, pattern=QUANTITY, description="Memory request and limit "
-                               "per pod, e.g. '256Gi'.")
+    cpu: Quantity | None = Field(None, description="CPU request and limit per pod, e.g. '32'.")
+    memory: Quantity | None = Field(None, description="Memory request and limit per pod, "
+                                    "e.g. '256Gi'.")
 
 
 class RestartPolicySpec(_Model):
+    # has(): the apiserver also checks the section's own default, {}, before its fields' defaults.
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "!has(self.backoffSeconds) || !has(self.maxBackoffSeconds) || "
+        "self.backoffSeconds <= self.maxBackoffSeconds", MSG_BACKOFF,
+        fieldPath=".maxBackoffSeconds")))
+
     max_restarts: int = Field(3, ge=0, description="Whole-group restarts after retryable "
                               "failures (signals, OOM kill, eviction, node loss) before the "
                               "training is Failed.")
@@ -140,6 +216,13 @@ class RestartPolicySpec(_Model):
                                  "first restart; doubles with each restart.")
     max_backoff_seconds: int = Field(300, ge=0, le=MAX_SECONDS,
                                      description="Upper bound of the wait.")
+
+    @field_validator("max_backoff_seconds")
+    @classmethod
+    def _not_below_the_first_wait(cls, bound: int, info: ValidationInfo) -> int:
+        if bound < info.data.get("backoff_seconds", 0):
+            raise ValueError(MSG_BACKOFF)
+        return bound
 
 
 class SchedulingSpec(_Model):
@@ -174,7 +257,16 @@ class RunPolicySpec(_Model):
 
 
 class EnvVar(_Model):
-    name: str = Field(min_length=1, description="Variable name.")
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel(f"!(self.name in {list(OPERATOR_ENV)})", "a variable of the rendezvous is set by "
+            "the operator", messageExpression=f"self.name + '{MSG_ENV_RESERVED}'",
+            fieldPath=".name"),
+        cel("!(has(self.value) && has(self.valueFrom))", MSG_ENV_VALUE),
+    ))
+
+    name: str = Field(min_length=1, max_length=256, description="Variable name.",
+                      json_schema_extra=validations(cel(f"self.matches('{ENV_NAME}')",
+                                                        MSG_ENV_NAME)))
     value: str | None = Field(None, description="Its value.")
     value_from: dict[str, Any] | None = Field(None, description="Or where its value comes "
                                               "from (core/v1 EnvVarSource).")
@@ -182,9 +274,17 @@ class EnvVar(_Model):
     @field_validator("name")
     @classmethod
     def _not_the_rendezvous(cls, name: str) -> str:
+        if not re.fullmatch(ENV_NAME, name):
+            raise ValueError(MSG_ENV_NAME)
         if name in OPERATOR_ENV:
-            raise ValueError(f"{name} is set by the operator (the rendezvous of the pods)")
+            raise ValueError(f"{name}{MSG_ENV_RESERVED}")
         return name
+
+    @model_validator(mode="after")
+    def _one_value(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError(MSG_ENV_VALUE)
+        return self
 
 
 class LocalObjectReference(_Model):
@@ -193,6 +293,10 @@ class LocalObjectReference(_Model):
 
 class ResNet50TrainingSpec(_Model):
     """What users write under .spec."""
+
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "self.gpusPerNode == 0 || self.processesPerNode == 1", MSG_PROCESSES,
+        fieldPath=".processesPerNode")))
 
     image: str | None = Field(None, description="Trainer image; default: the operator's "
                               "configured trainer image.")
@@ -207,8 +311,8 @@ class ResNet50TrainingSpec(_Model):
                                    "resource of the GPUs, e.g. iluvatar.ai/gpu.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec,
                                      description="CPU and memory of each pod.")
-    shm_size: str = Field("8Gi", pattern=QUANTITY, description="Size of the /dev/shm memory "
-                          "volume that DataLoader workers exchange batches through.")
+    shm_size: Quantity = Field("8Gi", description="Size of the /dev/shm memory volume that "
+                               "DataLoader workers exchange batches through.")
     dataset: DatasetSpec = Field(description="The training data.")
     checkpoint: CheckpointSpec | None = Field(None, description="Checkpoint storage.")
     training: TrainingOptions = Field(default_factory=TrainingOptions,
@@ -217,16 +321,32 @@ class ResNet50TrainingSpec(_Model):
                                               description="Whole-group restarts.")
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec,
                                        description="Where the pods may run.")
-    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables "
-                              "of the trainer; they win over the operator's NCCL defaults, "
-                              "not over its rendezvous variables (MASTER_ADDR, RANK, PET_*, "
-                              "...).")
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=128, description="Extra environment variables of the "
+        "trainer; they win over the operator's NCCL defaults, not over its rendezvous "
+        "variables (MASTER_ADDR, RANK, PET_*, ...).", json_schema_extra=validations(cel(
+            "self.all(e, self.exists_one(f, f.name == e.name))", MSG_ENV_UNIQUE)))
     service_account_name: str | None = Field(None, description="ServiceAccount of the pods.")
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list,
                                                            description="Secrets to pull the "
                                                            "image with.")
     run_policy: RunPolicySpec = Field(default_factory=RunPolicySpec,
                                       description="Deadline, clean-up and suspension.")
+
+    @field_validator("processes_per_node")
+    @classmethod
+    def _processes_only_on_the_cpu(cls, processes: int, info: ValidationInfo) -> int:
+        if info.data.get("gpus_per_node") and processes != 1:
+            raise ValueError(MSG_PROCESSES)
+        return processes
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[EnvVar]) -> list[EnvVar]:
+        names = [v.name for v in env]
+        if len(set(names)) != len(names):
+            raise ValueError(MSG_ENV_UNIQUE)
+        return env
 
     @property
     def processes(self) -> int:

@@ -35,8 +35,8 @@ def test_schema_is_structural():
         assert not {"$ref", "anyOf", "title", "$defs", "additionalProperties"} & (
             node.keys() - {"additionalProperties"} if node.get("type") == "object" and
             "properties" not in node else node.keys()), path
-        for branch in node.get("oneOf", []):
-            assert not {"type", "description", "default"} & branch.keys(), path
+        for rule in node.get("x-kubernetes-validations", []):
+            assert rule["rule"] and rule["message"], path
 
 
 def test_every_spec_field_is_described():
@@ -55,12 +55,22 @@ def test_limits_and_defaults_come_from_the_model():
     assert s["restartPolicy"]["properties"]["maxRestarts"]["default"] == 3
     assert s["training"]["properties"]["precision"]["enum"] == ["fp32", "amp", "bf16"]
     assert "amp-16cards" in s["training"]["properties"]["preset"]["enum"]
-    assert s["dataset"]["oneOf"][-1] == {"required": ["synthetic"],
-                                         "properties": {"synthetic": {"enum": [True]}}}
     assert s["env"]["items"]["required"] == ["name"]
     assert s["env"]["items"]["properties"]["valueFrom"]["x-kubernetes-preserve-unknown-fields"]
-    assert s["resources"]["properties"]["memory"]["pattern"] == spec.QUANTITY
-    assert s["shmSize"]["pattern"] == spec.QUANTITY
+    assert s["env"]["maxItems"] == 128
+
+
+def test_cel_rules_come_from_the_model_with_their_messages():
+    schema = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    s = schema["properties"]["spec"]["properties"]
+    dataset_rules = s["dataset"]["x-kubernetes-validations"]
+    assert [r["message"] for r in dataset_rules] == [spec.MSG_SYNTHETIC_TAKES_NO_VOLUME,
+                                                     spec.MSG_DATASET_SOURCE]
+    for quantity in (s["shmSize"], s["resources"]["properties"]["memory"]):
+        assert quantity["x-kubernetes-validations"][0]["message"] == spec.MSG_QUANTITY
+        assert quantity["maxLength"] == 64  # bounds the rule's cost, which the apiserver checks
+    (name_rule,) = schema["x-kubernetes-validations"]
+    assert name_rule["rule"] == "self.metadata.name.size() <= 56"
 
 
 def test_sections_are_explained_by_their_own_description():

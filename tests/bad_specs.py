@@ -1,0 +1,66 @@
+"""Bad ResNet50Training specs that both the CRD's CEL rules (the apiserver, at kubectl apply)
+and the operator's model refuse, with the same message: the one list of such cases.
+
+tests/operator/test_spec_rules.py sends each to the model, tests/integration/test_crd_rules.py
+to a real kube-apiserver. `field` is in the apiserver's notation (spec.env[0].name).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from resnet50_operator import spec as s
+
+
+class BadSpec(NamedTuple):
+    id: str
+    change: dict[str, Any]  # merged into a valid spec (2 nodes x 8 GPUs, a PVC dataset)
+    field: str
+    message: str
+
+
+PVC = {"persistentVolumeClaim": {"claimName": "imagenet"}}
+BAD_SPECS = [
+    BadSpec("two-data-sources", {"dataset": {**PVC, "hostPath": {"path": "/d"}}},
+            "spec.dataset", s.MSG_DATASET_SOURCE),
+    BadSpec("no-data-source", {"dataset": {"subPath": "x"}}, "spec.dataset",
+            s.MSG_DATASET_SOURCE),
+    BadSpec("synthetic-and-a-volume", {"dataset": {"synthetic": True, "hostPath": {"path": "/d"}}},
+            "spec.dataset", s.MSG_SYNTHETIC_TAKES_NO_VOLUME),
+    BadSpec("two-checkpoint-sources", {"checkpoint": {**PVC, "hostPath": {"path": "/c"}}},
+            "spec.checkpoint", s.MSG_CHECKPOINT_SOURCE),
+    BadSpec("no-checkpoint-source", {"checkpoint": {"subPath": "runs"}}, "spec.checkpoint",
+            s.MSG_CHECKPOINT_SOURCE),
+    BadSpec("dataset-subpath-escapes", {"dataset": {**PVC, "subPath": "../other"}},
+            "spec.dataset.subPath", s.MSG_SUB_PATH),
+    BadSpec("checkpoint-subpath-escapes", {"checkpoint": {**PVC, "subPath": "runs/../../x"}},
+            "spec.checkpoint.subPath", s.MSG_SUB_PATH),
+    BadSpec("negative-memory", {"resources": {"memory": "-1Gi"}}, "spec.resources.memory",
+            s.MSG_QUANTITY),
+    BadSpec("zero-cpu", {"resources": {"cpu": "0"}}, "spec.resources.cpu", s.MSG_QUANTITY),
+    BadSpec("memory-in-words", {"resources": {"memory": "lots"}}, "spec.resources.memory",
+            s.MSG_QUANTITY),
+    BadSpec("negative-shm", {"shmSize": "-8Gi"}, "spec.shmSize", s.MSG_QUANTITY),
+    BadSpec("reserved-env", {"env": [{"name": "RANK", "value": "3"}]}, "spec.env[0].name",
+            "RANK" + s.MSG_ENV_RESERVED),
+    BadSpec("env-name-with-equals", {"env": [{"name": "A=B", "value": "1"}]},
+            "spec.env[0].name", s.MSG_ENV_NAME),
+    BadSpec("env-value-and-source", {"env": [{"name": "A", "value": "1", "valueFrom": {
+        "fieldRef": {"fieldPath": "metadata.name"}}}]}, "spec.env[0]", s.MSG_ENV_VALUE),
+    BadSpec("env-set-twice", {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
+            "spec.env", s.MSG_ENV_UNIQUE),
+    BadSpec("processes-with-gpus", {"processesPerNode": 4}, "spec.processesPerNode",
+            s.MSG_PROCESSES),
+    BadSpec("backoff-above-its-bound", {"restartPolicy": {"backoffSeconds": 600,
+                                                          "maxBackoffSeconds": 300}},
+            "spec.restartPolicy.maxBackoffSeconds", s.MSG_BACKOFF),
+]
+
+
+def valid_spec(**change: Any) -> dict[str, Any]:
+    return {"nodes": 2, "gpusPerNode": 8, "dataset": dict(PVC), **change}
+
+
+def model_field(field: str) -> str:
+    """spec.env[0].name -> spec.env.0.name, as the model's errors name it."""
+    return field.replace("[", ".").replace("]", "")
