@@ -140,7 +140,7 @@ def reconcile_one(memo: kopf.Memo, namespace: str, name: str) -> None:
                                       memo.settings, meta.get("generation"),
                                       _read_progress(memo, training, current, pods))
         refused = _apply(memo, decision, body)
-        if refused:  # a value only the apiserver checks (a toleration, an env source, ...)
+        if refused:  # what only the apiserver checks (a toleration, Pod Security, ...)
             decision = core.reject(decision.status, refused, now, meta.get("generation"))
         new = decision.status.model_dump(by_alias=True, mode="json")
         if new != current.model_dump(by_alias=True, mode="json") and \
@@ -227,13 +227,20 @@ def _apply(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> st
                                                             name)
                 log.info("%s/%s: deleted: ttlSecondsAfterFinished has passed", namespace, name)
         except ApiException as exc:
-            if isinstance(action, core.CreateObject) and exc.status == 422:
+            if isinstance(action, core.CreateObject) and _refused_for_good(exc):
                 kind, obj = action.body["kind"], action.body["metadata"]["name"]
                 return f"the apiserver refused {kind} {obj}: {_api_message(exc)}"
             # Already there / already gone: the world is as decided (an earlier run did it).
             if exc.status not in (404, 409):
                 raise
     return None
+
+
+def _refused_for_good(exc: ApiException) -> bool:
+    """Refused until the spec changes: invalid (422), or forbidden by the namespace's Pod
+    Security level (a 403 like any other denial, told apart by its message)."""
+    return exc.status == 422 or (exc.status == 403 and "violates PodSecurity" in
+                                 _api_message(exc))
 
 
 def _api_message(exc: ApiException) -> str:
@@ -247,8 +254,7 @@ def _patch_status(memo: kopf.Memo, body: dict[str, Any], status: dict[str, Any])
     """Write the status as of the resourceVersion read; False if the training changed or
     went meanwhile."""
     meta = body["metadata"]
-    patch = {"metadata": {"resourceVersion": meta["resourceVersion"]},
-             "status": _without_empty_strings(status)}
+    patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
     try:
         memo.custom.patch_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"],
                                                           PLURAL, meta["name"], patch)
@@ -257,18 +263,6 @@ def _patch_status(memo: kopf.Memo, body: dict[str, Any], status: dict[str, Any])
             raise
         return False
     return True
-
-
-def _without_empty_strings(value: Any, in_list: bool = False) -> Any:
-    """The 1.20 apiserver stores "" in a custom resource as null, which then fails its own
-    schema. In a merge patch an empty field becomes null (delete the key); inside list
-    items, which a merge patch replaces whole, it is left out."""
-    if isinstance(value, dict):
-        return {k: None if v == "" and not in_list else _without_empty_strings(v, in_list)
-                for k, v in value.items() if not (v == "" and in_list)}
-    if isinstance(value, list):
-        return [_without_empty_strings(v, in_list=True) for v in value]
-    return value
 
 
 def _post_event(memo: kopf.Memo, body: dict[str, Any], event: core.Event) -> None:
