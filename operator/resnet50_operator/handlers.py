@@ -11,7 +11,8 @@ that has one, and a training could then not be deleted while the operator is dow
 reconcile_one reads the training and lists its pods from the API (a consistent read, so
 a pod created a moment ago is never mistaken for a deleted one), holds a per-training
 lock so two triggers never decide at once, and writes the status with the resourceVersion
-it read, so a decision made on stale data is rejected rather than applied. While a
+it read, so a decision made on stale data is rejected rather than applied (its pods are
+created before that write and deleted only after it). While a
 training runs, it also reads the master's progress endpoint, at most once every
 progress interval (when it last did is the one thing kept in memory: losing it costs one
 early read).
@@ -139,13 +140,18 @@ def reconcile_one(memo: kopf.Memo, namespace: str, name: str) -> None:
             decision = core.reconcile(training, current, pods, service_exists, now,
                                       memo.settings, meta.get("generation"),
                                       _read_progress(memo, training, current, pods))
-        refused = _apply(memo, decision, body)
+        # Creations first: a status that says "created" always has its pods. Deletions only
+        # once the status that explains them is written (a new attempt, a finished phase):
+        # otherwise a lost write leaves the next decision a pod gone for no recorded reason,
+        # which reads as a failure.
+        refused = _create(memo, decision, body)
         if refused:  # what only the apiserver checks (a toleration, Pod Security, ...)
             decision = core.reject(decision.status, refused, now, meta.get("generation"))
         new = decision.status.model_dump(by_alias=True, mode="json")
         if new != current.model_dump(by_alias=True, mode="json") and \
                 not _patch_status(memo, body, new):
             return  # changed meanwhile: the next trigger decides again, and tells it then
+        _delete(memo, decision, body)
         for event in decision.events:
             _post_event(memo, body, event)
 
@@ -205,19 +211,34 @@ def _read_progress(memo: kopf.Memo, t: render.Training, status: ResNet50Training
         return None
 
 
-def _apply(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> str | None:
-    """Carry out the decision; the apiserver's reason if it refused an object as invalid."""
+def _create(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> str | None:
+    """Create the decided objects; the apiserver's reason if it refused one for good."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    for action in decision.actions:
+        if not isinstance(action, core.CreateObject):
+            continue
+        kind = action.body["kind"]
+        create = (memo.core.create_namespaced_pod if kind == "Pod"
+                  else memo.core.create_namespaced_service)
+        try:
+            create(namespace, action.body)
+        except ApiException as exc:
+            if _refused_for_good(exc):
+                return f"the apiserver refused {kind} {action.body['metadata']['name']}: " \
+                    f"{_api_message(exc)}"
+            if exc.status != 409:  # already there: an earlier run created it
+                raise
+        else:
+            log.info("%s/%s: created %s %s", namespace, name, kind,
+                     action.body["metadata"]["name"])
+    return None
+
+
+def _delete(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for action in decision.actions:
         try:
-            if isinstance(action, core.CreateObject):
-                kind = action.body["kind"]
-                create = (memo.core.create_namespaced_pod if kind == "Pod"
-                          else memo.core.create_namespaced_service)
-                create(namespace, action.body)
-                log.info("%s/%s: created %s %s", namespace, name, kind,
-                         action.body["metadata"]["name"])
-            elif isinstance(action, core.DeletePod):
+            if isinstance(action, core.DeletePod):
                 memo.core.delete_namespaced_pod(
                     action.name, namespace, grace_period_seconds=0 if action.force else None)
                 log.info("%s/%s: deleted pod %s%s", namespace, name, action.name,
@@ -227,13 +248,8 @@ def _apply(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> st
                                                             name)
                 log.info("%s/%s: deleted: ttlSecondsAfterFinished has passed", namespace, name)
         except ApiException as exc:
-            if isinstance(action, core.CreateObject) and _refused_for_good(exc):
-                kind, obj = action.body["kind"], action.body["metadata"]["name"]
-                return f"the apiserver refused {kind} {obj}: {_api_message(exc)}"
-            # Already there / already gone: the world is as decided (an earlier run did it).
-            if exc.status not in (404, 409):
+            if exc.status != 404:  # already gone: the world is as decided
                 raise
-    return None
 
 
 def _refused_for_good(exc: ApiException) -> bool:

@@ -350,6 +350,8 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
     stale = [p for p in pods if p.attempt != st.attempt]
 
     if st.phase in ("Succeeded", "Failed"):
+        # Pods still running when the operator stopped between the status and the deletion.
+        b.delete([p for p in pods if p.phase in ("Pending", "Running")])
         ttl = spec.run_policy.ttl_seconds_after_finished
         done = parse_time(st.completion_time)
         if ttl is not None and done is not None and now >= done + dt.timedelta(seconds=ttl):

@@ -309,6 +309,13 @@ def test_a_finished_training_is_left_alone():
     assert d.actions == [] and d.events == []
 
 
+def test_a_finished_training_stops_pods_its_last_decision_left_running():
+    """The operator writes the status before it deletes: stopped in between, the next
+    decision finds the survivors of a failed training and stops them."""
+    d = run(status(phase="Failed"), [pod(0), pod(1, "Failed", exit_code=2)])
+    assert deleted(d) == [("r50-0", False)] and d.events == []
+
+
 # ------------------------------------------------------------------ invalid specs
 
 

@@ -1,0 +1,86 @@
+"""reconcile_one's order of writes, with the API faked: pods are created before the status
+that counts them is written, and deleted only after the status that explains it."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from resnet50_operator import handlers, render
+from resnet50_operator.settings import OperatorSettings
+
+
+def pod(index: int, phase: str, **terminated: object) -> dict:
+    state = {"terminated": terminated} if terminated else {"running": {}}
+    return {"metadata": {"name": f"r50-{index}", "uid": f"u{index}", "labels": {
+        render.NODE_INDEX_LABEL: str(index), render.ATTEMPT_LABEL: "0"}},
+        "status": {"phase": phase, "containerStatuses": [{"name": "trainer", "state": state}]}}
+
+
+class FakeApi:
+    """The calls reconcile_one makes, on one training whose status write may conflict."""
+
+    def __init__(self, status: dict, pods: list[dict], conflict: bool) -> None:
+        self.body = {"metadata": {"name": "r50", "namespace": "ml", "uid": "uid-1",
+                                  "resourceVersion": "7", "generation": 1},
+                     "spec": {"nodes": 2, "gpusPerNode": 8,
+                              "dataset": {"persistentVolumeClaim": {"claimName": "d"}}},
+                     "status": status}
+        self.pods, self.conflict = pods, conflict
+        self.calls: list[str] = []
+
+    def get_namespaced_custom_object(self, *args):
+        return self.body
+
+    def list_namespaced_pod(self, namespace, label_selector):
+        return SimpleNamespace(items=self.pods)
+
+    def read_namespaced_service(self, name, namespace):
+        return {}
+
+    def list_namespaced_event(self, namespace, field_selector):
+        return SimpleNamespace(items=[])
+
+    def patch_namespaced_custom_object_status(self, *args):
+        self.calls.append("status")
+        if self.conflict:
+            raise ApiException(status=409)
+
+    def create_namespaced_pod(self, namespace, body):
+        self.calls.append(f"create {body['metadata']['name']}")
+
+    def delete_namespaced_pod(self, name, namespace, grace_period_seconds=None):
+        self.calls.append(f"delete {name}")
+
+    def create_namespaced_event(self, namespace, body):
+        self.calls.append(f"event {body['reason']}")
+
+
+def reconcile_one(api: FakeApi) -> list[str]:
+    memo = SimpleNamespace(settings=OperatorSettings(), core=api, custom=api,
+                           locks=defaultdict(threading.Lock), progress_read={})
+    handlers.reconcile_one(memo, "ml", "r50")
+    return api.calls
+
+
+RUNNING = {"phase": "Running", "podsCreated": True, "startTime": "2026-11-22T00:00:00Z",
+           "nodes": {"ready": 2, "total": 2}}
+ONE_FAILED = [pod(0, "Running"), pod(1, "Failed", exitCode=2, reason="Error")]
+
+
+@pytest.mark.parametrize(("conflict", "calls"), [
+    (False, ["status", "delete r50-0", "event ConfigurationError"]),
+    (True, ["status"]),  # nothing deleted: the next trigger decides again, on the same pods
+])
+def test_pods_are_deleted_only_after_the_status_that_explains_it(conflict, calls):
+    assert reconcile_one(FakeApi(RUNNING, ONE_FAILED, conflict)) == calls
+
+
+@pytest.mark.parametrize("conflict", [False, True])
+def test_pods_are_created_before_the_status_that_counts_them(conflict):
+    calls = reconcile_one(FakeApi({}, [], conflict))
+    assert calls[:3] == ["create r50-0", "create r50-1", "status"]
