@@ -93,7 +93,8 @@ def test_a_two_node_job_on_real_jpegs_runs_and_succeeds(api, namespace, operator
     assert sorted(p.name for p in epoch_checkpoints(out)) == ["checkpoint_epoch0001.pt",
                                                              "checkpoint_epoch0002.pt"]
     assert (out / "best.pt").is_file()
-    assert {"Created", "Running", "Succeeded"} <= set(event_reasons(api, namespace, "smoke"))
+    wait_for("the Events", lambda: {"Created", "Running", "Succeeded"} <= set(
+        event_reasons(api, namespace, "smoke")))  # posted after the status
 
 
 def test_a_killed_worker_restarts_the_group_which_resumes_from_its_checkpoint(

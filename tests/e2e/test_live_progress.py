@@ -75,8 +75,9 @@ def test_a_paused_trainer_is_restarted_for_no_progress(api, namespace, operator,
 
     assert st[0]["reason"] == "NoProgress"
     assert "no training progress for 20 s" in st[0]["message"]
-    restarting = [e for e in events(api, namespace, "stuck") if e.reason == "Restarting"]
-    assert restarting and "NoProgress" in restarting[0].message
+    restarting = wait_for("the Event", lambda: [  # posted after the status
+        e for e in events(api, namespace, "stuck") if e.reason == "Restarting"])
+    assert "NoProgress" in restarting[0].message
     assert status(api, namespace, "stuck")["restarts"] == 1
 
 
@@ -93,6 +94,7 @@ def test_a_volume_that_cannot_be_mounted_is_the_pending_reason(api, namespace, o
     running = wait_for("the FailedMount condition", waiting)
 
     assert f"{missing} is not a directory" in running["message"]
-    warnings = [e for e in events(api, namespace, "nomount") if e.type == "Warning"]
+    warnings = wait_for("the Event", lambda: [  # posted after the status
+        e for e in events(api, namespace, "nomount") if e.type == "Warning"])
     assert [e.reason for e in warnings] == ["FailedMount"]
     assert status(api, namespace, "nomount")["phase"] == "Pending"

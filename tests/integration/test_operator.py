@@ -151,8 +151,8 @@ def test_phases_follow_the_pods_to_success(api, namespace, operator, kubelet):
     wait_for("Succeeded", lambda: phase(api, namespace) == "Succeeded")
     status = get_training(api, namespace, "r50")["status"]
     assert status["completionTime"] and status["restarts"] == 0
-    reasons = [e.reason for e in events(api, namespace, "r50")]
-    assert {"Created", "Running", "Succeeded"} <= set(reasons)
+    wait_for("the Events", lambda: {"Created", "Running", "Succeeded"} <= {
+        e.reason for e in events(api, namespace, "r50")})  # posted after the status
     # Succeeded pods stay for their logs.
     assert pod_names(kubelet) == ["r50-0", "r50-1"]
 
@@ -202,7 +202,9 @@ def test_a_pod_the_apiserver_refuses_fails_the_training_saying_why(api, namespac
     assert failed["reason"] == "InvalidSpec"
     assert failed["message"].startswith("the apiserver refused Pod r50-0: ")
     assert "Sometimes" in failed["message"]
-    assert [e.reason for e in events(api, namespace, "r50")] == ["InvalidSpec"]
+    # Posted after the status is written:
+    reasons = wait_for("the Event", lambda: [e.reason for e in events(api, namespace, "r50")])
+    assert reasons == ["InvalidSpec"]
     assert pod_names(kubelet) == []
 
 

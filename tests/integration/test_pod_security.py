@@ -72,5 +72,7 @@ def test_a_training_the_level_forbids_fails_saying_why(api, namespace, operator,
     assert failed["message"].startswith(f"the apiserver refused Pod {name}-0: ")
     assert 'violates PodSecurity "restricted:latest"' in failed["message"]
     assert 'restricted volume type "hostPath"' in failed["message"]
-    assert [e.reason for e in events(api, namespace, name)] == ["InvalidSpec"]
+    # Posted after the status is written:
+    reasons = wait_for("the Event", lambda: [e.reason for e in events(api, namespace, name)])
+    assert reasons == ["InvalidSpec"]
     assert kubelet.pods() == []
