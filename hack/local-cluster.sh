@@ -112,7 +112,6 @@ demo() {
   name=$("${python}" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["metadata"]["name"])' "${example}")
   trap down EXIT
   up >/dev/null
-  use_control_plane_kubectl
   export KUBECONFIG; KUBECONFIG=$(kubeconfig)
   kubectl apply -f "${example}"
   while [[ ${phase} != Succeeded && ${phase} != Failed ]]; do

@@ -51,7 +51,7 @@ class _Model(BaseModel):
 # Rules that types and bounds cannot say. Each is written once here, as a CEL rule of the
 # CRD (x-kubernetes-validations: the apiserver answers `kubectl apply` with the message) and
 # as the same check in the models (the operator's answer to what an older CRD let through),
-# with the same message; tests/operator/cases.py sends every bad input to both.
+# with the same message; tests/bad_specs.py has a bad input for each, sent to both.
 MSG_DATASET_SOURCE = "set exactly one of persistentVolumeClaim, hostPath and nfs, or " \
     "synthetic: true"
 MSG_SYNTHETIC_TAKES_NO_VOLUME = "synthetic data takes no volume: remove " \
@@ -273,7 +273,7 @@ class EnvVar(_Model):
 
     @field_validator("name")
     @classmethod
-    def _not_the_rendezvous(cls, name: str) -> str:
+    def _valid_name(cls, name: str) -> str:
         if not re.fullmatch(ENV_NAME, name):
             raise ValueError(MSG_ENV_NAME)
         if name in OPERATOR_ENV:
