@@ -193,12 +193,15 @@ def _with_warnings(memo: kopf.Memo, namespace: str,
 
 def _read_progress(memo: kopf.Memo, t: render.Training, status: ResNet50TrainingStatus,
                    pods: list[core.PodView]) -> dict[str, float] | None:
-    """The master's gauges, when the training runs and its last read is old enough."""
+    """The master's gauges, when the training runs and its last read is old enough, or the
+    training would count as hung without a newer one."""
     master = next((p for p in pods if p.index == 0 and p.attempt == status.attempt
                    and p.phase == "Running" and p.ip and p.metrics_port), None)
     key = (t.namespace, t.name)
     due = memo.progress_read.get(key, -1e9) + memo.settings.progress_interval_seconds
-    if master is None or status.phase != "Running" or time.monotonic() < due:
+    hang = core.hang_deadline(status, t.spec.run_policy.progress_deadline_seconds)
+    overdue = hang is not None and core.now_utc() >= hang
+    if master is None or status.phase != "Running" or (time.monotonic() < due and not overdue):
         return None
     memo.progress_read[key] = time.monotonic()
     host = f"[{master.ip}]" if ":" in master.ip else master.ip

@@ -527,17 +527,28 @@ def _why_waiting(current: list[PodView], total: int, running: int) -> tuple[str,
     return "WaitingForPods", f"{running} of {total} node(s) running"
 
 
-def _stalled(b: _Builder, deadline: int) -> str:
-    """Why a running training counts as hung, or "". Only once the trainer has reported
-    progress: a trainer that never publishes any (metrics off) is never judged by it."""
-    progress = b.status.training
-    running = find_condition(b.status.conditions, "Running")
-    if not deadline or b.status.phase != "Running" or progress is None or \
+def hang_deadline(status: ResNet50TrainingStatus, deadline: int) -> dt.datetime | None:
+    """When a running training counts as hung unless its step count moves before; None if
+    it is not judged. Only once the trainer has reported progress: a trainer that never
+    publishes any (metrics off) is never judged by it."""
+    progress = status.training
+    running = find_condition(status.conditions, "Running")
+    if not deadline or status.phase != "Running" or progress is None or \
             progress.last_progress_time is None or running is None or running.status != "True":
-        return ""
+        return None
     since = max(t for t in (parse_time(progress.last_progress_time),
                             parse_time(running.last_transition_time)) if t)
-    if b.now < since + dt.timedelta(seconds=deadline):
+    return since + dt.timedelta(seconds=deadline)
+
+
+def _stalled(b: _Builder, deadline: int) -> str:
+    """Why a running training counts as hung, or "". The caller reads the trainer's progress
+    once the hang deadline has passed (see hang_deadline), so a report made since the last
+    periodic read is seen before the training is judged."""
+    due = hang_deadline(b.status, deadline)
+    if due is None or b.now < due:
         return ""
+    progress = b.status.training
+    assert progress is not None  # hang_deadline judges only trainings that reported
     return (f"no training progress for {deadline} s (progressDeadlineSeconds); last step "
             f"{progress.global_step} at {progress.last_progress_time}")

@@ -3,7 +3,9 @@ that counts them is written, and deleted only after the status that explains it.
 
 from __future__ import annotations
 
+import io
 import threading
+import time
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -32,6 +34,7 @@ class FakeApi:
                      "status": status}
         self.pods, self.conflict = pods, conflict
         self.calls: list[str] = []
+        self.patched: dict = {}
 
     def get_namespaced_custom_object(self, *args):
         return self.body
@@ -47,6 +50,7 @@ class FakeApi:
 
     def patch_namespaced_custom_object_status(self, *args):
         self.calls.append("status")
+        self.patched = args[-1]["status"]
         if self.conflict:
             raise ApiException(status=409)
 
@@ -84,3 +88,38 @@ def test_pods_are_deleted_only_after_the_status_that_explains_it(conflict, calls
 def test_pods_are_created_before_the_status_that_counts_them(conflict):
     calls = reconcile_one(FakeApi({}, [], conflict))
     assert calls[:3] == ["create r50-0", "create r50-1", "status"]
+
+
+def test_a_training_is_judged_hung_only_after_a_fresh_read_of_its_progress(monkeypatch):
+    """The periodic read (every 15 s) may come after the hang deadline: the trainer's last
+    report must be read before it is restarted for NoProgress."""
+    long_ago, now = "2026-11-22T00:00:00Z", handlers.core.now_utc()
+    status = {**RUNNING, "training": {"globalStep": 10, "lastProgressTime": long_ago},
+              "conditions": [{"type": "Running", "status": "True", "reason": "AllNodesRunning",
+                              "lastTransitionTime": long_ago}]}
+    master = pod(0, "Running")
+    master["status"]["podIP"] = "10.0.0.7"
+    master["spec"] = {"containers": [{"ports": [{"name": "metrics", "containerPort": 9402}]}]}
+    reads: list[str] = []
+
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def urlopen(url, timeout):
+        reads.append(url)
+        return Response(b"resnet50_global_step 11\n")
+
+    monkeypatch.setattr(handlers.urllib.request, "urlopen", urlopen)
+    api = FakeApi(status, [master, pod(1, "Running")], conflict=False)
+    memo = SimpleNamespace(settings=OperatorSettings(), core=api, custom=api,
+                           locks=defaultdict(threading.Lock),
+                           progress_read={("ml", "r50"): time.monotonic()})  # just read
+    handlers.reconcile_one(memo, "ml", "r50")
+    assert reads == ["http://10.0.0.7:9402/metrics"]
+    assert not [c for c in api.calls if c.startswith("delete")]
+    assert api.patched["training"]["globalStep"] == 11
+    assert api.patched["training"]["lastProgressTime"] >= now.isoformat()[:19]
