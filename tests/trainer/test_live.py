@@ -41,6 +41,20 @@ def test_the_endpoint_serves_the_latest_values():
         publisher.close()
 
 
+def test_a_reader_that_hung_up_is_no_error():
+    """The operator's read times out on a busy machine and closes; the answer then meets a
+    closed connection, which must not put a traceback in the trainer's log."""
+
+    class HungUp:
+        def write(self, data: bytes) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    handler = object.__new__(live.Publisher()._handler())  # no server: the handler alone
+    handler.path, handler.request_version, handler.wfile = "/metrics", "HTTP/1.1", HungUp()
+    handler.requestline, handler.command = "GET /metrics HTTP/1.1", "GET"
+    handler.do_GET()  # returns quietly
+
+
 def test_the_final_figures_are_left_in_the_termination_log(tmp_path):
     log = tmp_path / "termination-log"
     publisher = live.Publisher(termination_log=str(log))
