@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 # etcd, kube-apiserver, controller-manager, scheduler and kubectl for the operator tests:
-# built once from the Go module proxy into ~/.cache (about 17 minutes on 2 cores), then
+# built once from the Go module proxy into ~/.cache (about 15 minutes on 2 cores), then
 # found there at once. The release: hack/control-plane/versions.env.
 control-plane:
 	bash hack/control-plane/build.sh

@@ -229,7 +229,7 @@ def _create(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> s
             if _refused_for_good(exc):
                 return f"the apiserver refused {kind} {action.body['metadata']['name']}: " \
                     f"{_api_message(exc)}"
-            if exc.status != 409:  # already there: an earlier run created it
+            if exc.status not in (404, 409):  # already there (an earlier run), or gone
                 raise
         else:
             log.info("%s/%s: created %s %s", namespace, name, kind,
