@@ -8,7 +8,8 @@
 #   RESNET50_K8S_VERSION=v1.34.4 hack/control-plane/build.sh   # another release
 #
 # The release is K8S_VERSION in hack/control-plane/versions.env (the tests read it there
-# too), or $RESNET50_K8S_VERSION. Where it goes: $RESNET50_CONTROL_PLANE_DIR, by default
+# too), or $RESNET50_K8S_VERSION; etcd's is ETCD_VERSION there, or $RESNET50_ETCD_VERSION.
+# Where it goes: $RESNET50_CONTROL_PLANE_DIR, by default
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/resnet50-operator/control-plane/$K8S_VERSION
 # with bin/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kubectl} and a
 # stamp file `.built`. Nothing is written inside the repository.
