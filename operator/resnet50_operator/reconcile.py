@@ -40,6 +40,7 @@ SAME_INCIDENT = dt.timedelta(seconds=5)
 MESSAGE_TAIL = 1000  # characters of a termination message kept in status
 TRAINER_CONFIG_ERROR = 2
 TRAINER_DATA_ERROR = 3
+TRAINER_ACCESS_ERROR = 4  # a dataset or checkpoint path its uid may not read or write
 
 
 def now_utc() -> dt.datetime:
@@ -94,8 +95,14 @@ def observe_pod(pod: dict[str, Any]) -> PodView | None:
     except (KeyError, ValueError):
         return None
     exit_code, finished_at, reason, message = None, None, "", ""
-    for cs in status.get("containerStatuses") or []:
+    init = status.get("initContainerStatuses") or []
+    for cs in [*init, *(status.get("containerStatuses") or [])]:
         state = cs.get("state") or {}
+        # An init container that did its job, and the trainer waiting for the init
+        # containers, say nothing; an init container's failure or pull error is the pod's.
+        if (state.get("terminated", {}).get("exitCode") == 0 and cs in init) or \
+                state.get("waiting", {}).get("reason") == "PodInitializing":
+            continue
         if "terminated" in state:
             term = state["terminated"]
             exit_code, finished_at = term.get("exitCode"), parse_time(term.get("finishedAt"))
@@ -193,7 +200,8 @@ def classify(pod: PodView) -> Failure | None:
         if code >= 128:  # killed by a signal: OOM kill (137), SIGTERM, ...
             return Failure(pod.name, True, pod.container_reason or "Signal", message, code, at)
         reason = {TRAINER_CONFIG_ERROR: "ConfigurationError",
-                  TRAINER_DATA_ERROR: "DataError"}.get(code, pod.container_reason or "Error")
+                  TRAINER_DATA_ERROR: "DataError",
+                  TRAINER_ACCESS_ERROR: "AccessDenied"}.get(code, pod.container_reason or "Error")
         return Failure(pod.name, False, reason, message, code, at)
     if pod.phase == "Unknown":
         return Failure(pod.name, True, "NodeLost", "the pod's node stopped reporting")

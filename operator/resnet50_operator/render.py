@@ -115,8 +115,7 @@ def trainer_args(t: Training, settings: OperatorSettings) -> list[str]:
         args += ["--synthetic"]
     else:
         args += ["--data-path", _join(DATA_MOUNT, spec.dataset.sub_path)]
-    checkpoint_dir = (spec.checkpoint.sub_path if spec.checkpoint else "") or t.name
-    args += ["--output-dir", _join(CHECKPOINT_MOUNT, checkpoint_dir)]
+    args += ["--output-dir", checkpoint_dir(t)]
     if spec.gpus_per_node == 0:
         args += ["--device", "cpu"]
     options = {
@@ -133,6 +132,12 @@ def trainer_args(t: Training, settings: OperatorSettings) -> list[str]:
     if opts.channels_last is not None:
         args.append("--channels-last" if opts.channels_last else "--no-channels-last")
     return args + list(opts.extra_args)
+
+
+def checkpoint_dir(t: Training) -> str:
+    """The trainer's --output-dir: the volume's subPath, else a directory named after it."""
+    return _join(CHECKPOINT_MOUNT, (t.spec.checkpoint.sub_path if t.spec.checkpoint else "")
+                 or t.name)
 
 
 def _join(root: str, sub: str) -> str:
@@ -206,6 +211,41 @@ def resources(t: Training) -> dict[str, Any]:
     return {"limits": limits, "requests": dict(limits)} if limits else {}
 
 
+# Exit code 4 is the trainer's own for a path it may not read or write (AccessDenied).
+PREPARE_CHECKPOINT_DIR = (
+    'mkdir -p "$1" && chown "$2:$2" "$1" && exit 0; '
+    'echo "cannot create $1 for uid $2 on the checkpoint hostPath (as root, with only '
+    'CAP_CHOWN): make the node\'s directory writable by root or by uid $2" >&2; exit 4'
+)
+
+
+def init_containers(t: Training, image: str) -> list[dict[str, Any]]:
+    """For a hostPath checkpoint volume, one root container that creates the training's
+    directory and gives it to the trainer's uid: the kubelet creates a DirectoryOrCreate
+    path as root, mode 0755, and applies no fsGroup to hostPath volumes, so the non-root
+    trainer could not write there. It may only chown (CAP_CHOWN, every other capability
+    dropped), touches nothing but that directory, and runs the trainer's own image.
+    A hostPath already needs a namespace that allows privileged pods (Pod Security's
+    baseline forbids hostPath), so this root container asks for nothing more."""
+    if not (t.spec.checkpoint and t.spec.checkpoint.host_path):
+        return []
+    cpu_memory = {k: v for k, v in resources(t).get("limits", {}).items()
+                  if k in ("cpu", "memory")}  # the pod keeps its Guaranteed QoS
+    return [{
+        "name": "checkpoint-dir",
+        "image": image,
+        "imagePullPolicy": t.spec.image_pull_policy,
+        "command": ["sh", "-c", PREPARE_CHECKPOINT_DIR, "sh", checkpoint_dir(t),
+                    str(TRAINER_UID)],
+        "resources": {"limits": cpu_memory, "requests": dict(cpu_memory)} if cpu_memory else {},
+        "volumeMounts": [{"name": "checkpoints", "mountPath": CHECKPOINT_MOUNT}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False,
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}},
+    }]
+
+
 def scheduling(t: Training) -> dict[str, Any]:
     sched = t.spec.scheduling
     fields = {
@@ -229,6 +269,7 @@ def container_security() -> dict[str, Any]:
 
 def pod_values(t: Training, index: int, attempt: int, settings: OperatorSettings) -> dict:
     vols, mounts = volumes(t)
+    image = t.spec.image or settings.trainer_image
     return {
         "name": t.pod_name(index),
         "namespace": t.namespace,
@@ -246,7 +287,8 @@ def pod_values(t: Training, index: int, attempt: int, settings: OperatorSettings
         "scheduling": scheduling(t),
         "pod_security": pod_security(),
         "container_security": container_security(),
-        "image": t.spec.image or settings.trainer_image,
+        "image": image,
+        "init_containers": init_containers(t, image),
         "image_pull_policy": t.spec.image_pull_policy,
         "service_account": t.spec.service_account_name,
         "image_pull_secrets": [{"name": r.name} for r in t.spec.image_pull_secrets],

@@ -146,6 +146,8 @@ def test_master_done_before_the_worker_is_still_running():
                      "ConfigurationError", id="config-error-2"),
         pytest.param(pod(1, "Failed", exit_code=3, container_reason="Error"), False,
                      "DataError", id="data-error-3"),
+        pytest.param(pod(1, "Failed", exit_code=4, container_reason="Error"), False,
+                     "AccessDenied", id="access-denied-4"),
         pytest.param(pod(1, "Failed", exit_code=1, container_reason="Error"), False, "Error",
                      id="crash-1"),
         pytest.param(pod(1, "Failed", exit_code=127, container_reason="Error"), False, "Error",
@@ -347,6 +349,33 @@ def test_observe_a_pod_as_the_api_returns_it():
         1, 2, 137, "OOMKilled")
     assert view.finished_at == NOW
     assert view.deleting and view.deletion_deadline == later(30)
+
+
+PREPARED = {"name": "checkpoint-dir", "state": {"terminated": {"exitCode": 0}}}
+INITIALIZING = {"name": "trainer", "state": {"waiting": {"reason": "PodInitializing"}}}
+
+
+@pytest.mark.parametrize(
+    ("init", "main", "seen"),
+    [
+        pytest.param(PREPARED, {"name": "trainer", "state": {"terminated": {"exitCode": 4}}},
+                     (4, ""), id="init-done-trainer-failed"),
+        pytest.param({"name": "checkpoint-dir", "state": {"terminated": {
+            "exitCode": 4, "reason": "Error", "message": "cannot create /checkpoints/r50"}}},
+            INITIALIZING, (4, "cannot create /checkpoints/r50"), id="init-failed"),
+        pytest.param({"name": "checkpoint-dir", "state": {"waiting": {
+            "reason": "ErrImageNeverPull", "message": "image t:1 is not present"}}},
+            INITIALIZING, (None, "image t:1 is not present"), id="init-image-missing"),
+        pytest.param(PREPARED, INITIALIZING, (None, ""), id="init-done-trainer-starting"),
+    ],
+)
+def test_an_init_containers_failure_or_pull_error_is_the_pods(init, main, seen):
+    body = {"metadata": {"name": "r50-0", "labels": {"resnet50.dev/node-index": "0",
+                                                     "resnet50.dev/attempt": "0"}},
+            "status": {"phase": "Pending", "initContainerStatuses": [init],
+                       "containerStatuses": [main]}}
+    view = observe_pod(body)
+    assert (view.exit_code, view.container_message) == seen
 
 
 def test_observe_the_schedulers_reason():

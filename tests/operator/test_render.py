@@ -1,3 +1,6 @@
+import os
+import subprocess
+
 import kubernetes_validate
 import pytest
 from cases import EXAMPLES, example, training
@@ -36,6 +39,39 @@ def test_every_example_renders_objects_valid_against_the_kubernetes_schemas(name
     assert [o["kind"] for o in objects] == ["Service"] + ["Pod"] * body["spec"]["nodes"]
     for obj in objects:
         kubernetes_validate.validate(obj, K8S, strict=True)
+
+
+def test_a_hostpath_checkpoint_dir_is_made_for_the_trainers_uid_by_a_chown_only_root_init(
+        settings, tmp_path):
+    t = training({"checkpoint": {"hostPath": {"path": "/srv/ckpt"}, "subPath": "team/run1"},
+                  "resources": {"cpu": "4", "memory": "8Gi"}})
+    pod = render_pod(t, 0, 0, settings)
+    (init,) = pod["spec"]["initContainers"]
+    assert init["image"] == container(pod)["image"]
+    assert init["securityContext"]["runAsUser"] == 0
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert not init["securityContext"]["allowPrivilegeEscalation"]
+    # The pod stays Guaranteed (cpu and memory requests = limits) and no GPU is held twice.
+    assert init["resources"]["limits"] == init["resources"]["requests"] == {
+        "cpu": "4", "memory": "8Gi"}
+    assert "--output-dir" in container(pod)["args"]
+    output_dir = container(pod)["args"][container(pod)["args"].index("--output-dir") + 1]
+    assert init["command"][-2:] == [output_dir, "1000"] == ["/checkpoints/team/run1", "1000"]
+    # The script itself, run by a real shell on a scratch tree in place of the volume.
+    script = init["command"][2]
+    run = subprocess.run(["sh", "-c", script, "sh", str(tmp_path / "team/run1"),
+                          str(os.getuid())], capture_output=True, text=True)
+    assert run.returncode == 0 and (tmp_path / "team/run1").is_dir()
+    (tmp_path / "a-file").write_text("")  # where the directory cannot be made
+    denied = subprocess.run(["sh", "-c", script, "sh", str(tmp_path / "a-file/run1"), "1000"],
+                            capture_output=True, text=True)
+    assert denied.returncode == 4 and "make the node's directory writable" in denied.stderr
+
+
+@pytest.mark.parametrize("checkpoint", [None, {"persistentVolumeClaim": {"claimName": "c"}}])
+def test_no_root_init_container_without_a_hostpath_checkpoint(settings, checkpoint):
+    t = training({"checkpoint": checkpoint} if checkpoint else {})
+    assert "initContainers" not in render_pod(t, 0, 0, settings)["spec"]
 
 
 def test_headless_service_publishes_not_ready_addresses(settings):

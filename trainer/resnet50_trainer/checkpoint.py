@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from resnet50_trainer.errors import ConfigError
+from resnet50_trainer.errors import ConfigError, access_error
 
 FORMAT_VERSION = 1
 BEST_NAME = "best.pt"
@@ -55,6 +55,9 @@ def check_writable(output_dir: Path) -> None:
         probe = output_dir / f".write-test.{os.getpid()}"
         probe.touch()
         probe.unlink()
+    except PermissionError as exc:
+        raise access_error("checkpoint directory (--output-dir)", output_dir, "writable",
+                           exc) from None
     except OSError as exc:
         raise ConfigError(f"--output-dir {output_dir} is not writable: {exc.strerror} "
                           f"(running as uid {os.getuid()})") from None

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from resnet50_trainer.config import TrainConfig
 from resnet50_trainer.distributed import Placement
-from resnet50_trainer.errors import ConfigError, DataError
+from resnet50_trainer.errors import ConfigError, DataError, access_error
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,7 +63,14 @@ class DatasetIndex:
 
 def discover(data_path: str | os.PathLike[str]) -> DatasetIndex:
     """Find every sample under data_path; ConfigError names whatever is wrong."""
-    root = check_data_path(data_path)
+    try:
+        return _discover(check_data_path(data_path))
+    except PermissionError as exc:
+        raise access_error("dataset path", Path(exc.filename or data_path), "readable",
+                           exc) from None
+
+
+def _discover(root: Path) -> DatasetIndex:
     if (root / "train_list.txt").is_file() and (root / "val_list.txt").is_file():
         train = read_list(root / "train_list.txt", root, "train")
         val = read_list(root / "val_list.txt", root, "val")
@@ -91,10 +98,14 @@ def discover(data_path: str | os.PathLike[str]) -> DatasetIndex:
 
 def check_data_path(data_path: str | os.PathLike[str]) -> Path:
     root = Path(data_path)
-    if not root.exists():
-        raise ConfigError(f"data path {root} does not exist")
-    if not root.is_dir():
-        raise ConfigError(f"data path {root} is not a directory")
+    try:
+        if not root.exists():
+            raise ConfigError(f"data path {root} does not exist")
+        if not root.is_dir():
+            raise ConfigError(f"data path {root} is not a directory")
+        os.scandir(root).close()
+    except PermissionError as exc:
+        raise access_error("dataset path", root, "readable", exc) from None
     return root
 
 

@@ -1,12 +1,17 @@
 """Errors the trainer reports as one line and a distinct exit code.
 
 The exit codes are part of the trainer's contract with the operator: a signal
-(128+N) is retried; a crash (1) is not, and neither are 2 and 3, which the same
+(128+N) is retried; a crash (1) is not, and neither are 2, 3 and 4, which the same
 input would meet again.
 """
 
+import os
+import stat
+from pathlib import Path
+
 EXIT_CONFIG = 2
 EXIT_DATA = 3
+EXIT_ACCESS = 4
 
 
 class TrainerError(Exception):
@@ -26,6 +31,31 @@ class ConfigError(TrainerError):
 
 class RankConfigError(ConfigError):
     """A configuration error that only some processes meet: each of them prints it."""
+
+
+class AccessError(ConfigError):
+    """A dataset or checkpoint path that this process's user may not read or write."""
+
+    exit_code = EXIT_ACCESS
+
+
+def access_error(what: str, path: Path, need: str, exc: OSError) -> AccessError:
+    """`what` PATH is not NEED-able by this uid, with the owner and mode of the first
+    existing directory on its way (the one to fix) and how to fix it."""
+    uid, gid = os.getuid(), os.getgid()
+    where = path
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        st = where.stat()
+        owner = (f"; {where} is owned by uid {st.st_uid} gid {st.st_gid}, "
+                 f"mode {stat.S_IMODE(st.st_mode):04o}")
+    except OSError:
+        owner = ""
+    return AccessError(
+        f"{what} {path} is not {need} by uid {uid} gid {gid} ({exc.strerror}){owner}: "
+        f"make it {need} by uid {uid} (e.g. chown -R {uid}:{gid} on the storage), or use "
+        f"a volume that applies the pod's fsGroup, such as a persistentVolumeClaim")
 
 
 class DataError(TrainerError):
