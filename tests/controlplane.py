@@ -212,7 +212,7 @@ def _openssl_cert(
     cnf.unlink()
 
 
-def make_pki(d: Path) -> None:
+def make_pki(d: Path, address: str = "127.0.0.1") -> None:
     """All the keys and certificates of one control plane, into d."""
     d.mkdir(parents=True, exist_ok=True)
     _openssl_cert(d, "ca", "resnet50-test-ca", ca=None)
@@ -222,8 +222,13 @@ def make_pki(d: Path) -> None:
         "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
         "DNS:kubernetes.default.svc.cluster.local",
     ]
+    if address != "127.0.0.1":
+        sans.append(f"IP:{address}")
     _openssl_cert(d, "apiserver", "kube-apiserver", ca="ca", server_sans=sans)
     _openssl_cert(d, "admin", "admin", org="system:masters", ca="ca", client=True)
+    # How the apiserver authenticates to kubelets (logs, exec): as a member of masters.
+    _openssl_cert(d, "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                  org="system:masters", ca="ca", client=True)
     _openssl_cert(d, "controller-manager", "system:kube-controller-manager", ca="ca", client=True)
     _openssl_cert(d, "scheduler", "system:kube-scheduler", ca="ca", client=True)
     _openssl_cert(d, "front-proxy-client", "front-proxy-client", ca="front-proxy-ca", client=True)
@@ -252,6 +257,20 @@ def write_kubeconfig(path: Path, server: str, pki: Path, user: str, name: str) -
     }
     path.write_text(json.dumps(cfg, indent=2) + "\n")
     path.chmod(0o600)
+
+
+def client_kubeconfig(workdir: Path, user: str, group: str | None = None) -> Path:
+    """A kubeconfig for `user` (in `group`) of the control plane started in workdir, with a
+    certificate signed by its CA: how a kubelet (system:node:NAME in system:nodes) or
+    kube-proxy (system:kube-proxy) authenticates. Written to workdir/<user>.kubeconfig."""
+    state = json.loads((workdir / STATE_FILE).read_text())
+    pki = workdir / "pki"
+    name = user.replace(":", "-")
+    _openssl_cert(pki, name, user, org=group, ca="ca", client=True)
+    (pki / f"{name}.key").chmod(0o600)
+    path = workdir / f"{name}.kubeconfig"
+    write_kubeconfig(path, state["server"], pki, name, "resnet50-test")
+    return path
 
 
 # --------------------------------------------------------------------------- processes
@@ -379,6 +398,7 @@ class ControlPlane:
         verbosity: int = 0,
         detach: bool = False,
         crds: list[dict[str, Any] | str | os.PathLike[str]] | tuple[Any, ...] = (),
+        address: str = "127.0.0.1",
     ) -> None:
         """
         workdir: where to put everything (default: a new temporary directory, removed by
@@ -392,6 +412,10 @@ class ControlPlane:
             documents) to create, and wait for, before kube-controller-manager starts: its
             garbage collector then knows the custom resources from the start, instead of
             finding them at its next 30-second discovery.
+        address: the host address the apiserver listens on and advertises. The default,
+            loopback, serves processes on this machine; real nodes' containers need an
+            address of the host that they can reach (hack/real-node.sh gives eth0's), which
+            is then also the `kubernetes` Service's endpoint.
         """
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self.keep_workdir = keep_workdir or os.environ.get("RESNET50_CONTROL_PLANE_KEEP") == "1"
@@ -404,6 +428,7 @@ class ControlPlane:
         }
         self.verbosity = verbosity
         self.crds = list(crds)
+        self.address = address
         self.detach = detach
         self.workdir: Path | None = None
         self.kubeconfig: Path | None = None
@@ -469,12 +494,12 @@ class ControlPlane:
         assert wd is not None
         pki, logs = wd / "pki", wd / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        make_pki(pki)
+        make_pki(pki, self.address)
         self.timings["certificates"] = time.monotonic() - self._t0
         self.ports = {
             "etcd": free_port(), "etcd-peer": free_port(), "apiserver": free_port()
         }
-        self.server = f"https://127.0.0.1:{self.ports['apiserver']}"
+        self.server = f"https://{self.address}:{self.ports['apiserver']}"
         self.kubeconfig = wd / "kubeconfig"
         write_kubeconfig(self.kubeconfig, self.server, pki, "admin", "resnet50-test")
         write_kubeconfig(wd / "controller-manager.kubeconfig", self.server, pki,
@@ -505,7 +530,7 @@ class ControlPlane:
         apiserver = self._spawn("kube-apiserver", [
             str(bins["kube-apiserver"]),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}", f"--advertise-address={self.address}",
             f"--secure-port={self.ports['apiserver']}",
             f"--cert-dir={wd / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -515,7 +540,12 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--endpoint-reconciler-type=none",  # a loopback address cannot be an Endpoint
+            # A loopback address cannot be an Endpoint of the `kubernetes` Service.
+            "--endpoint-reconciler-type=" + ("none" if self.address == "127.0.0.1" else "lease"),
+            # Kubelets by their node's address (kubectl logs/exec), as kubeadm sets it up.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
             f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
@@ -855,6 +885,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="its state, certificates and logs (default: %(default)s)")
     st.add_argument("--timeout", type=float, default=180.0)
     st.add_argument("--node-monitor-grace-period", default=None)
+    st.add_argument("--address", default="127.0.0.1",
+                    help="host address to listen on and advertise (default: %(default)s)")
+    kc = sub.add_parser("kubeconfig", help="write a kubeconfig with a client certificate for "
+                        "USER of the control plane in --dir; prints its path")
+    kc.add_argument("--dir", type=Path, default=_default_run_dir())
+    kc.add_argument("--user", required=True, help="e.g. system:node:NAME or system:kube-proxy")
+    kc.add_argument("--group", default=None, help="e.g. system:nodes")
     sp = sub.add_parser("stop", help="stop the control plane started with `start`")
     sp.add_argument("--dir", type=Path, default=_default_run_dir())
     sub.add_parser("check", help="say whether the binaries are there")
@@ -879,6 +916,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "stop":
         return _stop_dir(args.dir)
+    if args.cmd == "kubeconfig":
+        print(client_kubeconfig(args.dir, args.user, args.group))
+        return 0
 
     d: Path = args.dir
     if (d / STATE_FILE).exists():
@@ -888,7 +928,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{d} exists and is not empty; give another --dir", file=sys.stderr)
         return 1
     cp = ControlPlane(workdir=d, detach=True, start_timeout=args.timeout,
-                      node_monitor_grace_period=args.node_monitor_grace_period)
+                      node_monitor_grace_period=args.node_monitor_grace_period,
+                      address=args.address)
     try:
         cp.start()  # on failure it stops what it started and removes its files
     except ControlPlaneError as e:

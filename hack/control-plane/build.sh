@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build a real Kubernetes control plane (etcd + kube-apiserver +
-# kube-controller-manager + kube-scheduler, plus kubectl) for the tests and the local
-# cluster, from the Go module proxy only: no Docker engine, no kind, no release download.
+# Build a real Kubernetes (etcd + kube-apiserver + kube-controller-manager +
+# kube-scheduler and kubectl for the control plane; kubelet and kube-proxy for the real
+# node of hack/real-node.sh) for the tests and the local clusters, from the Go module
+# proxy only: no Docker engine, no kind, no release download.
 #
 #   hack/control-plane/build.sh            # build once, then exit at once
 #   hack/control-plane/build.sh --force    # rebuild even if the cache is there
@@ -11,8 +12,8 @@
 # too), or $RESNET50_K8S_VERSION; etcd's is ETCD_VERSION there, or $RESNET50_ETCD_VERSION.
 # Where it goes: $RESNET50_CONTROL_PLANE_DIR, by default
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/resnet50-operator/control-plane/$K8S_VERSION
-# with bin/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kubectl} and a
-# stamp file `.built`. Nothing is written inside the repository.
+# with bin/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kubectl,kubelet,
+# kube-proxy} and a stamp file `.built`. Nothing is written inside the repository.
 #
 # How: two throw-away Go modules under the cache's build/ directory.
 #  * Kubernetes: a module that requires k8s.io/kubernetes $K8S_VERSION. Its go.mod
@@ -37,13 +38,13 @@ pinned() { sed -n "s/^$1=//p" "${here}/versions.env"; }
 K8S_VERSION="${RESNET50_K8S_VERSION:-$(pinned K8S_VERSION)}"
 ETCD_VERSION="${RESNET50_ETCD_VERSION:-$(pinned ETCD_VERSION)}"
 # Bump when the recipe below changes in a way that needs a rebuild.
-RECIPE=2
+RECIPE=3
 
 CP_DIR="${RESNET50_CONTROL_PLANE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/resnet50-operator/control-plane/${K8S_VERSION}}"
 BIN_DIR="${CP_DIR}/bin"
 STAMP="${CP_DIR}/.built"
 WORK="${CP_DIR}/build"
-K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 BINARIES=(etcd "${K8S_COMMANDS[@]}")
 
 log() { printf '[control-plane build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -124,18 +125,11 @@ for m in "${staging[@]}"; do
   go mod edit -replace="${m}=${m}@${STAGING_VERSION}"
 done
 log "go ${go_line}; ${#staging[@]} staging modules pinned to ${STAGING_VERSION}"
-cat >tools.go <<'EOF'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-EOF
+{
+  printf '//go:build tools\n\npackage tools\n\nimport (\n'
+  for c in "${K8S_COMMANDS[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "${c}"; done
+  printf ')\n'
+} >tools.go
 log "go mod tidy (downloads the dependencies; log: ${WORK}/kubernetes/tidy.log)"
 go mod tidy >tidy.log 2>&1 || { tail -30 tidy.log >&2; die "go mod tidy for k8s.io/kubernetes@${K8S_VERSION} failed"; }
 
@@ -162,7 +156,7 @@ log "go build go.etcd.io/etcd/server/v3@${ETCD_VERSION} (log: ${WORK}/etcd/build
 cd /
 
 # --- 3. Check and stamp --------------------------------------------------------------
-for b in kube-apiserver kube-controller-manager kube-scheduler; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
   v=$("${BIN_DIR}/${b}" --version 2>&1) || die "${BIN_DIR}/${b} --version failed: ${v}"
   [[ "${v}" == "Kubernetes ${K8S_VERSION}" ]] || die "${b} reports '${v}', expected 'Kubernetes ${K8S_VERSION}'"
 done
