@@ -229,7 +229,7 @@ def _create(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> s
             if _refused_for_good(exc):
                 return f"the apiserver refused {kind} {action.body['metadata']['name']}: " \
                     f"{_api_message(exc)}"
-            if exc.status not in (404, 409):  # already there (an earlier run), or gone
+            if exc.status != 409 and not _gone(exc):  # already there (an earlier run)
                 raise
         else:
             log.info("%s/%s: created %s %s", namespace, name, kind,
@@ -253,6 +253,13 @@ def _delete(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> N
         except ApiException as exc:
             if exc.status != 404:  # already gone: the world is as decided
                 raise
+
+
+def _gone(exc: ApiException) -> bool:
+    """The training or its namespace is gone, or going: a 404, or the 403 with which the
+    apiserver refuses anything new in a namespace being deleted (NamespaceTerminating)."""
+    return exc.status == 404 or (exc.status == 403 and "NamespaceTerminating" in
+                                 str(exc.body))
 
 
 def _refused_for_good(exc: ApiException) -> bool:
@@ -287,6 +294,15 @@ def _patch_status(memo: kopf.Memo, body: dict[str, Any], status: dict[str, Any])
 def _post_event(memo: kopf.Memo, body: dict[str, Any], event: core.Event) -> None:
     meta = body["metadata"]
     now = dt.datetime.now(dt.timezone.utc)
+    try:
+        _create_event(memo, meta, event, now)
+    except ApiException as exc:
+        if not _gone(exc):
+            raise
+
+
+def _create_event(memo: kopf.Memo, meta: dict[str, Any], event: core.Event,
+                  now: dt.datetime) -> None:
     memo.core.create_namespaced_event(meta["namespace"], {
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
         "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,

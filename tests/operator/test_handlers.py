@@ -90,6 +90,40 @@ def test_pods_are_created_before_the_status_that_counts_them(conflict):
     assert calls[:3] == ["create r50-0", "create r50-1", "status"]
 
 
+TERMINATING = ApiException(status=403, reason="Forbidden")
+TERMINATING.body = ('{"kind":"Status","message":"pods \\"r50-0\\" is forbidden: unable to create '
+                    'new content in namespace ml because it is being terminated","reason":'
+                    '"Forbidden","details":{"causes":[{"reason":"NamespaceTerminating"}]},'
+                    '"code":403}')
+
+
+def test_a_namespace_being_deleted_is_no_error(monkeypatch):
+    """What the apiserver answers to anything new in a namespace being deleted: the
+    training goes with it, so nothing is raised (a traceback every 5 s otherwise)."""
+    api = FakeApi({}, [], conflict=False)
+
+    def refuse(namespace, body):
+        api.calls.append(f"refused {body.get('reason') or body['metadata']['name']}")
+        raise TERMINATING
+
+    monkeypatch.setattr(api, "create_namespaced_pod", refuse)
+    monkeypatch.setattr(api, "create_namespaced_event", refuse)
+    assert reconcile_one(api)[:3] == ["refused r50-0", "refused r50-1", "status"]
+
+
+def test_other_refusals_still_raise(monkeypatch):
+    api = FakeApi({}, [], conflict=False)
+    denied = ApiException(status=403, reason="Forbidden")
+    denied.body = '{"message":"pods is forbidden: User \\"x\\" cannot create resource"}'
+
+    def refuse(namespace, body):
+        raise denied
+
+    monkeypatch.setattr(api, "create_namespaced_pod", refuse)
+    with pytest.raises(ApiException):
+        reconcile_one(api)
+
+
 def test_a_training_is_judged_hung_only_after_a_fresh_read_of_its_progress(monkeypatch):
     """The periodic read (every 15 s) may come after the hang deadline: the trainer's last
     report must be read before it is restarted for NoProgress."""
