@@ -29,6 +29,9 @@
 #   EXTRA_CA_CERTS_FILE   PEM file of CAs pip trusts while building; default: the CAs
 #                         added on this machine, /usr/local/share/ca-certificates/*.crt
 #   XDG_CACHE_HOME        the cache is ${XDG_CACHE_HOME:-$HOME/.cache}/resnet50-operator
+#   LOAD_INTO_CONTAINERD  a containerd socket: also export the images into its k8s.io
+#                         namespace (what hack/real-node.sh does), each labelled
+#                         resnet50.dev/inputs=$IMAGE_INPUTS when that is set
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -162,6 +165,22 @@ for target in "${TARGETS[@]}"; do
         --target "$target" --tag "$tag" "$ROOT"
     SECONDS_TAKEN[$target]=$((SECONDS - start))
 done
+
+# --- 5. into containerd ------------------------------------------------------------
+if [ -n "${LOAD_INTO_CONTAINERD:-}" ]; then
+    for target in "${TARGETS[@]}"; do
+        tag=resnet50-operator/$target:$VERSION
+        log "exporting $tag into containerd ($LOAD_INTO_CONTAINERD)"
+        start=$SECONDS
+        docker save "$tag" \
+            | ctr --address "$LOAD_INTO_CONTAINERD" --namespace k8s.io images import - >/dev/null
+        if [ -n "${IMAGE_INPUTS:-}" ]; then
+            ctr --address "$LOAD_INTO_CONTAINERD" --namespace k8s.io images label \
+                "docker.io/$tag" "resnet50.dev/inputs=$IMAGE_INPUTS" >/dev/null
+        fi
+        SECONDS_TAKEN[$target]=$((SECONDS_TAKEN[$target] + SECONDS - start))
+    done
+fi
 
 log "built:"
 for target in "${TARGETS[@]}"; do
