@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup control-plane demo train-demo test lint
+.PHONY: setup control-plane demo real-node-demo train-demo test lint
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ control-plane:
 demo: setup control-plane
 	bash hack/local-cluster.sh demo manifests/examples/resnet50-cpu-smoke.yaml
 
+# The same CPU smoke job on a real node (kubelet, containerd, CoreDNS, the operator in the
+# cluster; hack/real-node.sh, needs root): builds CoreDNS and both images once.
+real-node-demo: setup control-plane
+	bash hack/real-node.sh demo manifests/examples/resnet50-cpu-smoke.yaml
+
 # The same short training without Kubernetes: the trainer alone, with generated data.
 train-demo: setup
 	$(BIN)/resnet50-train --preset cpu-smoke --output-dir runs/cpu-smoke
@@ -33,5 +38,6 @@ test: setup control-plane
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check trainer operator tests benchmarks
+	$(BIN)/ruff check trainer operator tests benchmarks hack/real-node/binary-image.py
+	$(BIN)/ruff check hack/real-node/runc-oom-floor
 	shellcheck hack/*.sh hack/control-plane/*.sh
