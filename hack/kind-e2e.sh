@@ -47,8 +47,6 @@ TRAINER_IMAGE=resnet50-operator/trainer:$VERSION
 OPERATOR_IMAGE=resnet50-operator/operator:$VERSION
 EXAMPLE=manifests/examples/resnet50-cpu-smoke.yaml
 TRAINING=resnet50-cpu-smoke
-# The example's checkpoint hostPath; see "Checkpoints on the node" in docs/kind.md.
-CHECKPOINT_DIR=/tmp/resnet50-checkpoints
 KUBECTL=(kubectl --context "kind-$CLUSTER_NAME")
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -93,14 +91,6 @@ fi
 
 step "loading both images into the nodes"
 kind load docker-image --name "$CLUSTER_NAME" "$OPERATOR_IMAGE" "$TRAINER_IMAGE"
-
-# kubelet creates a missing hostPath directory (type DirectoryOrCreate) as root with
-# mode 0755, and fsGroup does not apply to hostPath volumes, so the trainers (uid 1000)
-# could not write their checkpoints there. Create it writable on every node first.
-step "creating $CHECKPOINT_DIR on the nodes, writable by the trainers"
-for node in $(kind get nodes --name "$CLUSTER_NAME"); do
-    docker exec "$node" sh -c "mkdir -p '$CHECKPOINT_DIR' && chmod 0777 '$CHECKPOINT_DIR'"
-done
 
 step "deploying the operator (kubectl apply -k manifests/operator)"
 "${KUBECTL[@]}" apply -k manifests/operator

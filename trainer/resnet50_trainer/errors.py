@@ -55,7 +55,7 @@ def access_error(what: str, path: Path, need: str, exc: OSError) -> AccessError:
     return AccessError(
         f"{what} {path} is not {need} by uid {uid} gid {gid} ({exc.strerror}){owner}: "
         f"make it {need} by uid {uid} (e.g. chown -R {uid}:{gid} on the storage), or use "
-        f"a volume that applies the pod's fsGroup, such as a persistentVolumeClaim")
+        f"a volume type that applies the pod's fsGroup (most PersistentVolumes; not hostPath)")
 
 
 class DataError(TrainerError):
