@@ -12,6 +12,9 @@
 #   sudo hack/real-node.sh demo [EXAMPLE.yaml]
 #                                   # up, apply the example (default: the CPU smoke job),
 #                                   # follow `kubectl get r50t` to the end, down
+#   sudo hack/real-node.sh prepare  # only the builds that need no cluster: packages,
+#                                   # CoreDNS, pause, both images in docker (CI runs it
+#                                   # beside the control plane's build)
 #
 # Needs root (containerd, the kubelet, iptables), Debian's packages (installed when
 # missing: containerd, runc, containernetworking-plugins, iptables, conntrack, docker.io
@@ -48,7 +51,7 @@ export PATH
 
 say() { printf '[real-node %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
-need_root() { [[ $(id -u) -eq 0 ]] || die "$1 needs root: run  sudo $0 $*"; }
+need_root() { [[ $(id -u) -eq 0 ]] || die "$1 needs root: run: sudo $0 $1"; }
 
 kubeconfig() { echo "${dir}/control-plane/kubeconfig"; }
 ctr_() { ctr --address "${socket}" --namespace k8s.io "$@"; }
@@ -81,7 +84,7 @@ wait_for() {  # SECONDS WHAT COMMAND...: poll COMMAND until it succeeds
 
 # --- prerequisites and builds ---------------------------------------------------------
 install_packages() {
-  local missing=() pkg
+  local missing=() cmd
   declare -A provides=([containerd]=containerd [runc]=runc [iptables]=iptables
     [conntrack]=conntrack [docker]=docker.io [debootstrap]=debootstrap)
   for cmd in "${!provides[@]}"; do command -v "${cmd}" >/dev/null || missing+=("${provides[${cmd}]}"); done
@@ -90,12 +93,11 @@ install_packages() {
   say "installing Debian packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  for pkg in "${missing[@]}"; do
-    [[ ${pkg} != containerd && ${pkg} != docker.io ]] && continue
-    # Debian's packages start their daemons where systemd runs; this script runs its own.
-    pkill -x containerd 2>/dev/null || true
+  # Where systemd runs, Debian's packages start their daemons: this script runs its own.
+  if [[ " ${missing[*]} " == *" containerd "* || " ${missing[*]} " == *" docker.io "* ]]; then
     pkill -x dockerd 2>/dev/null || true
-  done
+    pkill -x containerd 2>/dev/null || true
+  fi
 }
 
 build_node_binaries() {
@@ -189,6 +191,22 @@ load_images() {
   LOAD_INTO_CONTAINERD="${socket}" IMAGE_INPUTS="${inputs}" \
     bash "${root}/hack/build-images.sh" "${need[@]}" >"${dir}/build-images.log" 2>&1 \
     || { tail -30 "${dir}/build-images.log" >&2; die "the image build failed"; }
+  echo "${inputs}" >"${cache}/node/images-built"
+}
+
+# The builds that need no running node, for a machine that has other work meanwhile (CI
+# runs this while the control plane compiles: mostly downloads and disk against its CPU).
+# up then finds CoreDNS and pause built, and docker's layers of both images cached.
+prepare() {
+  need_root prepare
+  install_packages
+  build_node_binaries
+  local inputs; inputs=$(image_inputs)
+  if [[ $(cat "${cache}/node/images-built" 2>/dev/null) == "${inputs}" ]]; then
+    say "images built before (inputs ${inputs})"; return 0
+  fi
+  say "building both images into docker (inputs ${inputs})"
+  bash "${root}/hack/build-images.sh" operator trainer
 }
 
 # --- the node ---------------------------------------------------------------------------
@@ -250,6 +268,7 @@ resolvConf: /etc/resolv.conf
 failSwapOn: false
 readOnlyPort: 0
 podCIDR: ${pod_cidr}
+podLogsDir: ${dir}/pod-logs
 # A shared development disk: neither evict pods nor collect our images for its fill level.
 evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
 imageGCHighThresholdPercent: 100
@@ -306,7 +325,8 @@ up() {
 
   start kubelet "${bin}/kubelet" --config "${dir}/kubelet.yaml" \
     --kubeconfig "${dir}/control-plane/system-node-${node}.kubeconfig" \
-    --hostname-override "${node}" --node-ip "${addr}" --root-dir "${dir}/kubelet"
+    --hostname-override "${node}" --node-ip "${addr}" --root-dir "${dir}/kubelet" \
+    --cert-dir "${dir}/kubelet/pki"
   start kube-proxy "${bin}/kube-proxy" --config "${dir}/kube-proxy.yaml"
   wait_for 120 "node ${node}" kubectl wait --for condition=Ready "node/${node}" --timeout 1s
 
@@ -316,7 +336,7 @@ up() {
     || die "CoreDNS did not start: kubectl -n kube-system describe pods"
   kubectl -n resnet50-operator rollout status deployment/resnet50-operator --timeout 120s >/dev/null \
     || die "the operator did not start: kubectl -n resnet50-operator describe pods"
-  say "up in $((SECONDS - t0))s (builds and checks $((t_built - t0))s, images $((t_images - t_built))s):" \
+  say "up in $((SECONDS - t0))s (builds and checks $((t_built - t0))s, containerd and images $((t_images - t_built))s):" \
     "node ${node} at ${addr}, containerd, CoreDNS and the operator in the cluster (logs in ${dir})"
   echo "export KUBECONFIG=${KUBECONFIG}"
 }
@@ -359,7 +379,9 @@ down() {
     # Pod volumes (tmpfs, projected tokens) and container root filesystems.
     grep -F " ${dir}/" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r m; do
       umount -l "${m}" 2>/dev/null || true
-    done
+    done || true  # none left
+    # The kubelet's links to the pods' logs, which lived in the directory.
+    find /var/log/containers -maxdepth 1 -type l -lname "${dir}/*" -delete 2>/dev/null || true
     rm -rf "${dir}"
   fi
   ip link delete resnet50br0 2>/dev/null || true
@@ -381,7 +403,7 @@ remove_chains() {
       pgrep -x kubelet >/dev/null && ours=$(grep -v '^KUBE-' <<<"${ours}")
       for chain in ${ours}; do
         "${cmd}" -t "${table}" -S | grep -E -- "-j ${chain}( |$)" | grep -v "^-A ${chain} " \
-          | sed 's/^-A/-D/' | while read -r rule; do eval "${cmd} -t ${table} ${rule}" || true; done
+          | sed 's/^-A/-D/' | while read -r rule; do eval "${cmd} -t ${table} ${rule}"; done || true
         "${cmd}" -t "${table}" -F "${chain}" || true
       done
       for chain in ${ours}; do "${cmd}" -t "${table}" -X "${chain}" 2>/dev/null || true; done
@@ -414,5 +436,6 @@ case "${1:-}" in
   status) status ;;
   down) down ;;
   demo) shift; demo "$@" ;;
+  prepare) prepare ;;
   *) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -79,7 +79,8 @@ def real_node(tmp_path_factory) -> Iterator[RealNode]:
                              capture_output=True, text=True, check=True).stdout.strip()
     os.environ["PATH"] = f"{bin_dir}:{os.environ['PATH']}"  # the release's kubectl
     yield node
-    _script("down", log)
+    down = _script("down", log)
+    assert down.returncode == 0, f"hack/real-node.sh down failed; see {log}"
 
 
 @pytest.fixture
