@@ -28,7 +28,10 @@ controlplane.py), which has no kubelet, it does what a kubelet would:
 
 The one liberty it takes: pod DNS names (<pod>.<service>.<namespace>.svc) do not resolve on
 the test machine, so it points the rendezvous address (MASTER_ADDR, PET_MASTER_ADDR) at
-127.0.0.1, where every pod of the job runs.
+127.0.0.1, where every pod of the job runs. And what it leaves out: init containers (the
+hostPath checkpoint's `checkpoint-dir` is not needed where the trainer runs as the test's
+user), images, users and permissions, limits. The real node of hack/real-node.sh and
+tests/node/ cover those (docs/real-node.md lists what differed).
 
 Use from Python::
 

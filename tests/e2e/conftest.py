@@ -1,5 +1,10 @@
 """Fixtures of the end-to-end tier: the real control plane with the CRD, two simulated nodes
-whose pods run as real trainer processes (nodesim.py), and the operator as a subprocess."""
+whose pods run as real trainer processes (nodesim.py), and the operator as a subprocess.
+
+Simulated, because what this tier exercises needs what one machine without GPUs cannot
+give a real kubelet: several nodes and 8 GPUs each (the multi-node examples, placement,
+a lost node). What depends on real containers (images, users and permissions, mounts,
+DNS, grace periods, OOM kills, the operator's RBAC) is the node tier's, in tests/node/."""
 
 from __future__ import annotations
 
