@@ -40,4 +40,4 @@ test: setup control-plane
 lint: setup
 	$(BIN)/ruff check trainer operator tests benchmarks hack/real-node/binary-image.py
 	$(BIN)/ruff check hack/real-node/runc-oom-floor
-	shellcheck hack/*.sh hack/control-plane/*.sh
+	shellcheck -x --source-path=hack hack/*.sh hack/lib/*.sh hack/control-plane/*.sh

@@ -33,26 +33,8 @@ use_control_plane_kubectl() {
   PATH="${bin}:${PATH}"
 }
 
-# start NAME COMMAND...: run in the background, output to DIR/NAME.log, pid in DIR/NAME.pid
-start() {
-  local name=$1; shift
-  nohup "$@" >"${dir}/${name}.log" 2>&1 &
-  echo $! >"${dir}/${name}.pid"
-}
-
-stop() {
-  local pidfile="${dir}/$1.pid" pid
-  [[ -f "${pidfile}" ]] || return 0
-  pid=$(cat "${pidfile}")
-  if kill "${pid}" 2>/dev/null; then
-    for _ in $(seq 50); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "${pid}" 2>/dev/null || true
-    say "stopped $1"
-  fi
-  rm -f "${pidfile}"
-}
-
-alive() { [[ -f "${dir}/$1.pid" ]] && kill -0 "$(cat "${dir}/$1.pid")" 2>/dev/null; }
+# shellcheck source=lib/background.sh
+source "${root}/hack/lib/background.sh"   # start, alive, stop
 
 up() {
   [[ -x "${python}" ]] || die "${python} not found: run \`make setup\` first (or set PYTHON)"

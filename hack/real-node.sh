@@ -56,23 +56,8 @@ need_root() { [[ $(id -u) -eq 0 ]] || die "$1 needs root: run: sudo $0 $1"; }
 kubeconfig() { echo "${dir}/control-plane/kubeconfig"; }
 ctr_() { ctr --address "${socket}" --namespace k8s.io "$@"; }
 
-start() {  # NAME COMMAND...: in the background, output to DIR/NAME.log, pid in DIR/NAME.pid
-  local name=$1; shift
-  nohup "$@" >"${dir}/${name}.log" 2>&1 &
-  echo $! >"${dir}/${name}.pid"
-}
-alive() { [[ -f "${dir}/$1.pid" ]] && kill -0 "$(cat "${dir}/$1.pid")" 2>/dev/null; }
-stop() {
-  local pidfile="${dir}/$1.pid" pid
-  [[ -f "${pidfile}" ]] || return 0
-  pid=$(cat "${pidfile}")
-  if kill "${pid}" 2>/dev/null; then
-    for _ in $(seq 100); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "${pid}" 2>/dev/null || true
-    say "stopped $1"
-  fi
-  rm -f "${pidfile}"
-}
+# shellcheck source=lib/background.sh
+source "${root}/hack/lib/background.sh"   # start, alive, stop
 wait_for() {  # SECONDS WHAT COMMAND...: poll COMMAND until it succeeds
   local seconds=$1 what=$2; shift 2
   local deadline=$((SECONDS + seconds))
