@@ -1,6 +1,6 @@
 """The `node` tier: a real kubelet with containerd and runc, kube-proxy, CoreDNS and the
 operator running in the cluster from manifests/operator with only its RBAC, all brought up
-by hack/real-node.sh (which builds what is missing: see docs/local-cluster.md).
+by hack/real-node.sh (which builds what is missing: see docs/real-node.md).
 
 It needs root (containerd, the kubelet, iptables). Without root it is skipped, except under
 CI, where a skip would hide a broken tier: there it fails.
@@ -32,6 +32,7 @@ class RealNode:
     kubeconfig: Path
     state: Path
     log: Path
+    bin_dir: str  # kubectl of the node's release
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 120,
                 input: str | None = None) -> subprocess.CompletedProcess:
@@ -43,7 +44,8 @@ class RealNode:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig),
+                "PATH": f"{self.bin_dir}:{os.environ['PATH']}"}
 
     def api(self) -> client.ApiClient:
         return config.new_client_from_config(config_file=str(self.kubeconfig))
@@ -73,11 +75,12 @@ def real_node(tmp_path_factory) -> Iterator[RealNode]:
     up = _script("up", log)
     if up.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-40:])
+        _script("down", log)  # what it started before it failed
         pytest.fail(f"hack/real-node.sh up failed ({up.returncode}):\n{tail}")
-    node = RealNode(kubeconfig=STATE / "control-plane" / "kubeconfig", state=STATE, log=log)
     bin_dir = subprocess.run([sys.executable, str(ROOT / "tests" / "controlplane.py"), "bin-dir"],
                              capture_output=True, text=True, check=True).stdout.strip()
-    os.environ["PATH"] = f"{bin_dir}:{os.environ['PATH']}"  # the release's kubectl
+    node = RealNode(kubeconfig=STATE / "control-plane" / "kubeconfig", state=STATE, log=log,
+                    bin_dir=bin_dir)
     yield node
     down = _script("down", log)
     assert down.returncode == 0, f"hack/real-node.sh down failed; see {log}"
