@@ -200,7 +200,7 @@ host_address() {  # the address of the default route's interface: pods reach it
 }
 
 write_configs() {
-  local addr=$1 pki="${dir}/control-plane/pki"
+  local pki="${dir}/control-plane/pki"
   mkdir -p "${dir}/cni" "${dir}/kubelet"
   cat >"${dir}/containerd.toml" <<EOF
 version = 2
@@ -301,7 +301,7 @@ up() {
     --user "system:node:${node}" --group system:nodes >/dev/null
   "${python}" "${root}/tests/controlplane.py" kubeconfig --dir "${dir}/control-plane" \
     --user system:kube-proxy >/dev/null
-  write_configs "${addr}"
+  write_configs
 
   start containerd containerd --config "${dir}/containerd.toml"
   wait_for 30 containerd ctr_ version
