@@ -80,9 +80,9 @@ RUN set -eux; \
 # ---------------------------------------------------------------------------------------
 # operator: /opt/venv with the `operator` extra, copied into a clean base. pip and
 # setuptools leave the venv once it is complete: the operator needs neither at run time.
-# Every module of resnet50_operator is imported once here: the operator uses a few
-# stdlib-only modules of resnet50_trainer (config, live, progress), and one that pulled
-# in torch would fail this build instead of the running operator.
+# Every module of resnet50_operator is imported once here: of resnet50_trainer the operator
+# uses only the stdlib-only contract module, and an import that pulled in torch would fail
+# this build instead of the running operator.
 FROM build-base AS operator-venv
 COPY --from=wheel /wheels /wheels
 RUN set -eux; \

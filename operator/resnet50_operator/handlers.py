@@ -38,7 +38,7 @@ from resnet50_operator import reconcile as core
 from resnet50_operator import render
 from resnet50_operator.settings import OperatorSettings
 from resnet50_operator.spec import GROUP, KIND, PLURAL, VERSION, ResNet50TrainingStatus
-from resnet50_trainer import live
+from resnet50_trainer import contract
 
 log = logging.getLogger(__name__)
 # Fields that act at once; any other spec change reaches the pods at the next attempt only.
@@ -208,7 +208,7 @@ def _read_progress(memo: kopf.Memo, t: render.Training, status: ResNet50Training
     try:
         with urllib.request.urlopen(f"http://{host}:{master.metrics_port}/metrics",
                                     timeout=2) as response:
-            return live.parse(response.read().decode(errors="replace"))
+            return contract.parse_gauges(response.read().decode(errors="replace"))
     except (OSError, ValueError) as exc:  # not up yet, or metrics off: no news
         log.debug("%s/%s: progress not read: %s", t.namespace, t.name, exc)
         return None

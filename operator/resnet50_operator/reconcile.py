@@ -27,8 +27,8 @@ from resnet50_operator.spec import (
     RestartRecord,
     TrainingProgress,
 )
-from resnet50_trainer import live
-from resnet50_trainer.progress import format_duration
+from resnet50_trainer import contract
+from resnet50_trainer.contract import format_duration
 
 # A pod deleted on a node without a kubelet stays Terminating for ever; past its grace
 # period and this margin the operator deletes it with grace 0 so the group can restart.
@@ -38,9 +38,6 @@ RESTART_HISTORY_KEPT = 10
 # failures that end this close to the first one are one event, and a retryable cause wins.
 SAME_INCIDENT = dt.timedelta(seconds=5)
 MESSAGE_TAIL = 1000  # characters of a termination message kept in status
-TRAINER_CONFIG_ERROR = 2
-TRAINER_DATA_ERROR = 3
-TRAINER_ACCESS_ERROR = 4  # a dataset or checkpoint path its uid may not read or write
 
 
 def now_utc() -> dt.datetime:
@@ -197,11 +194,10 @@ def classify(pod: PodView) -> Failure | None:
             return Failure(pod.name, True, pod.pod_reason, message, code, at)
         if code is None:
             return Failure(pod.name, True, pod.container_reason or "Failed", message)
-        if code >= 128:  # killed by a signal: OOM kill (137), SIGTERM, ...
+        if contract.retried(code):  # killed by a signal: OOM kill (137), SIGTERM, ...
             return Failure(pod.name, True, pod.container_reason or "Signal", message, code, at)
-        reason = {TRAINER_CONFIG_ERROR: "ConfigurationError",
-                  TRAINER_DATA_ERROR: "DataError",
-                  TRAINER_ACCESS_ERROR: "AccessDenied"}.get(code, pod.container_reason or "Error")
+        known = contract.EXIT_CLASSES.get(code)  # else a crash: the container's own reason
+        reason = known.reason if known else pod.container_reason or "Error"
         return Failure(pod.name, False, reason, message, code, at)
     if pod.phase == "Unknown":
         return Failure(pod.name, True, "NodeLost", "the pod's node stopped reporting")
@@ -231,7 +227,7 @@ def _tail(text: str) -> str:
 
 def progress_status(previous: TrainingProgress | None, values: dict[str, float],
                     now: dt.datetime) -> TrainingProgress | None:
-    """status.training from the trainer's gauges (live.GAUGES); `previous` if they say nothing
+    """status.training from the trainer's gauges (contract.GAUGES); `previous` if they say nothing
     new. lastProgressTime moves only when the step count does."""
     if not values:
         return previous
@@ -424,7 +420,7 @@ def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[Pod
     if len(current) == b.size and all(p.phase == "Succeeded" for p in current):
         # The master's last figures, which it left as its termination message.
         final = "".join(p.container_message for p in current if p.index == 0)
-        b.update(training=progress_status(b.status.training, live.parse(final), now))
+        b.update(training=progress_status(b.status.training, contract.parse_gauges(final), now))
         b.finish(True, "Succeeded", f"all {b.size} node(s) finished training", current)
         return b.decision()
 

@@ -18,6 +18,7 @@ import yaml
 
 from resnet50_operator import spec as s
 from resnet50_operator.settings import OperatorSettings
+from resnet50_trainer.contract import EXIT_ACCESS, Flag
 
 DATA_MOUNT = "/data"
 METRICS_PORT_NAME = "metrics"
@@ -108,29 +109,29 @@ def trainer_args(t: Training, settings: OperatorSettings) -> list[str]:
     """resnet50-train options; the launch topology comes from the PET_* environment."""
     spec, opts = t.spec, t.spec.training
     # Rank 0 publishes its progress and leaves its final figures as termination message.
-    args = ["--metrics-port", str(settings.metrics_port), "--termination-log", TERMINATION_LOG]
+    args = [Flag.METRICS_PORT, str(settings.metrics_port), Flag.TERMINATION_LOG, TERMINATION_LOG]
     if opts.preset:
-        args += ["--preset", opts.preset]
+        args += [Flag.PRESET, opts.preset]
     if spec.dataset.synthetic:
-        args += ["--synthetic"]
+        args += [Flag.SYNTHETIC]
     else:
-        args += ["--data-path", _join(DATA_MOUNT, spec.dataset.sub_path)]
-    args += ["--output-dir", checkpoint_dir(t)]
+        args += [Flag.DATA_PATH, _join(DATA_MOUNT, spec.dataset.sub_path)]
+    args += [Flag.OUTPUT_DIR, checkpoint_dir(t)]
     if spec.gpus_per_node == 0:
-        args += ["--device", "cpu"]
+        args += [Flag.DEVICE, "cpu"]
     options = {
-        "--precision": opts.precision,
-        "--epochs": opts.epochs,
-        "--batch-size": opts.batch_size,
-        "--lr": opts.lr,
-        "--workers": opts.workers,
-        "--print-freq": opts.print_freq,
+        Flag.PRECISION: opts.precision,
+        Flag.EPOCHS: opts.epochs,
+        Flag.BATCH_SIZE: opts.batch_size,
+        Flag.LR: opts.lr,
+        Flag.WORKERS: opts.workers,
+        Flag.PRINT_FREQ: opts.print_freq,
     }
     for flag, value in options.items():
         if value is not None:
             args += [flag, str(value)]
     if opts.channels_last is not None:
-        args.append("--channels-last" if opts.channels_last else "--no-channels-last")
+        args.append(Flag.CHANNELS_LAST if opts.channels_last else Flag.NO_CHANNELS_LAST)
     return args + list(opts.extra_args)
 
 
@@ -211,11 +212,11 @@ def resources(t: Training) -> dict[str, Any]:
     return {"limits": limits, "requests": dict(limits)} if limits else {}
 
 
-# Exit code 4 is the trainer's own for a path it may not read or write (AccessDenied).
+# Its failure is the trainer's own for a path it may not read or write (AccessDenied).
 PREPARE_CHECKPOINT_DIR = (
     'mkdir -p "$1" && chown "$2:$2" "$1" && exit 0; '
     'echo "cannot create $1 for uid $2 on the checkpoint hostPath (as root, with only '
-    'CAP_CHOWN): make the node\'s directory writable by root or by uid $2" >&2; exit 4'
+    f'CAP_CHOWN): make the node\'s directory writable by root or by uid $2" >&2; exit {EXIT_ACCESS}'
 )
 
 

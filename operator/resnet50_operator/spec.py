@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from resnet50_trainer.config import PRECISIONS, PRESETS
+from resnet50_trainer.contract import PRECISIONS, PRESET_NAMES
 
 GROUP = "resnet50.dev"
 VERSION = "v1alpha1"
@@ -181,7 +181,7 @@ class TrainingOptions(_Model):
         "the preset, then from the trainer's defaults."
     })
 
-    preset: Literal[tuple(sorted(PRESETS))] | None = Field(  # type: ignore[valid-type]
+    preset: Literal[PRESET_NAMES] | None = Field(  # type: ignore[valid-type]
         None, description="A reference configuration of the trainer (batch size, precision).")
     precision: Literal[PRECISIONS] | None = Field(  # type: ignore[valid-type]
         None, description="fp32, amp (fp16 autocast with a GradScaler) or bf16.")

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from resnet50_operator.reconcile import now_utc, parse_time
 from resnet50_operator.render import ATTEMPT_LABEL, NODE_INDEX_LABEL, TRAINING_LABEL
 from resnet50_operator.spec import GROUP, KIND, PLURAL, VERSION, RestartPolicySpec
-from resnet50_trainer.progress import format_duration
+from resnet50_trainer.contract import format_duration
 
 PROG = "resnet50-operator"
 CLEAR = "\033[H\033[2J"

@@ -19,7 +19,7 @@ from resnet50_operator.reconcile import (
     timestamp,
 )
 from resnet50_operator.spec import Condition, NodeCount, ResNet50TrainingStatus
-from resnet50_trainer import live
+from resnet50_trainer import contract
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, 0, tzinfo=dt.timezone.utc)
 
@@ -452,7 +452,7 @@ def test_no_progress_is_judged_only_once_the_trainer_reported_some():
 
 
 def test_the_final_figures_come_from_the_masters_termination_message():
-    final = live.render({**GAUGES, "epoch": 90, "top1_accuracy": 76.13, "finished": 1,
+    final = contract.render_gauges({**GAUGES, "epoch": 90, "top1_accuracy": 76.13, "finished": 1,
                          "eta_seconds": 0}, comments=False)
     d = run(status(phase="Running"), [pod(0, "Succeeded", container_message=final),
                                        pod(1, "Succeeded")])

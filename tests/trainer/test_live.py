@@ -4,26 +4,27 @@ import urllib.error
 import urllib.request
 
 import pytest
-from controlplane import free_port
 
+from devcluster.controlplane import free_port
 from resnet50_trainer import live
+from resnet50_trainer.contract import parse_gauges, render_gauges
 from resnet50_trainer.engine import eta_seconds
 
 
 def test_the_text_is_prometheus_gauges_that_parse_back():
     values = {"epoch": 3, "epochs": 90, "loss": 2.25, "images_per_second": 2471.5}
-    text = live.render(values)
+    text = render_gauges(values)
     assert "# TYPE resnet50_epoch gauge\nresnet50_epoch 3\n" in text
-    assert live.parse(text) == values
-    assert live.parse(live.render({"checkpoint_timestamp_seconds": 1795000000.25})) == {
+    assert parse_gauges(text) == values
+    assert parse_gauges(render_gauges({"checkpoint_timestamp_seconds": 1795000000.25})) == {
         "checkpoint_timestamp_seconds": 1795000000.25}  # to the fraction of a second
-    assert live.render(values, comments=False).splitlines()[0] == "resnet50_epoch 3"
+    assert render_gauges(values, comments=False).splitlines()[0] == "resnet50_epoch 3"
 
 
 def test_parsing_skips_what_it_does_not_know():
     text = ("resnet50_epoch 4\nresnet50_unknown 1\nresnet50_loss NaN\n"
             'resnet50_step{rank="0"} 7\nother_metric 3\ngarbage line\n')
-    assert live.parse(text) == {"epoch": 4, "step": 7}
+    assert parse_gauges(text) == {"epoch": 4, "step": 7}
 
 
 def test_the_endpoint_serves_the_latest_values():
@@ -34,7 +35,7 @@ def test_the_endpoint_serves_the_latest_values():
         url = f"http://127.0.0.1:{publisher.port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.headers["Content-Type"].startswith("text/plain")
-            assert live.parse(response.read().decode()) == {"epoch": 1, "global_step": 12}
+            assert parse_gauges(response.read().decode()) == {"epoch": 1, "global_step": 12}
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(f"http://127.0.0.1:{publisher.port}/", timeout=5)
     finally:
@@ -60,7 +61,7 @@ def test_the_final_figures_are_left_in_the_termination_log(tmp_path):
     publisher = live.Publisher(termination_log=str(log))
     publisher.update(epoch=90, epochs=90, top1_accuracy=76.13, eta_seconds=60)
     publisher.finish()
-    assert live.parse(log.read_text()) == {"epoch": 90, "epochs": 90, "top1_accuracy": 76.13,
+    assert parse_gauges(log.read_text()) == {"epoch": 90, "epochs": 90, "top1_accuracy": 76.13,
                                            "eta_seconds": 0, "finished": 1}
     assert "#" not in log.read_text()  # the kubelet keeps 4 KiB of it
 

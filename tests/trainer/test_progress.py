@@ -1,6 +1,7 @@
 import pytest
 
-from resnet50_trainer.progress import MetricsLog, format_duration, read_metrics, result_line
+from resnet50_trainer.contract import format_duration
+from resnet50_trainer.progress import MetricsLog, read_metrics, result_line
 
 
 @pytest.mark.parametrize(

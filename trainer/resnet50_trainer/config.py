@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from resnet50_trainer.contract import PRECISIONS
 from resnet50_trainer.errors import ConfigError
 
-PRECISIONS = ("fp32", "amp", "bf16")
 LR_SCHEDULERS = ("step", "cosine")
 # torchvision's scheduler names, accepted so its commands keep working.
 LR_SCHEDULER_ALIASES = {"steplr": "step", "multisteplr": "step", "cosineannealinglr": "cosine"}
@@ -148,22 +148,31 @@ def _default(name: str) -> Any:
     return _FIELDS[name].default
 
 
+def _number(text: str, convert: type, what: str) -> Any:
+    """argparse's type= helpers: a message that says what was expected (argparse would
+    otherwise name the helper function)."""
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "a whole number of at least 1")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "a port number (0 to 65535)")
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number (0 to 65535), got {value}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float, "a number of at least 0")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value

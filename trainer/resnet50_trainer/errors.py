@@ -1,23 +1,20 @@
 """Errors the trainer reports as one line and a distinct exit code.
 
-The exit codes are part of the trainer's contract with the operator: a signal
-(128+N) is retried; a crash (1) is not, and neither are 2, 3 and 4, which the same
-input would meet again.
+Their exit codes, and what the operator makes of them, are the contract's
+(contract.EXIT_CLASSES).
 """
 
 import os
 import stat
 from pathlib import Path
 
-EXIT_CONFIG = 2
-EXIT_DATA = 3
-EXIT_ACCESS = 4
+from resnet50_trainer.contract import EXIT_ACCESS, EXIT_CONFIG, EXIT_CRASH, EXIT_DATA
 
 
 class TrainerError(Exception):
     """An error caused by the user's input, reported without a stack trace."""
 
-    exit_code = 1
+    exit_code = EXIT_CRASH
 
 
 class ConfigError(TrainerError):

@@ -1,66 +1,18 @@
 """Live progress of a run: rank 0 serves it as Prometheus gauges, the operator reads it back.
 
-The standard library only, so that the operator (which has no torch) shares these names and
-the parser. The trainer serves GET /metrics on --metrics-port (0: off, the default outside
-Kubernetes) and writes the same text, without comments, to --termination-log when it
-finishes, so the final figures outlive the process (Kubernetes shows that file as the
-container's termination message).
+The gauges and their text are the contract's (contract.GAUGES). The trainer serves
+GET /metrics on --metrics-port (0: off, the default outside Kubernetes) and writes the same
+text, without comments, to --termination-log when it finishes, so the final figures
+outlive the process (Kubernetes shows that file as the container's termination message).
 """
 
 from __future__ import annotations
 
-import math
-import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-PREFIX = "resnet50_"
-# name -> help text; every value is a gauge
-GAUGES = {
-    "epoch": "Epoch being trained, 1-based (the last one once finished)",
-    "epochs": "Epochs of the run",
-    "step": "Steps done in the current epoch",
-    "steps_per_epoch": "Steps of one epoch",
-    "global_step": "Steps done since the start of the run, over all epochs",
-    "loss": "Training loss, mean of the last report window",
-    "learning_rate": "Learning rate at the last report",
-    "images_per_second": "Training images per second over all ranks, last report window",
-    "top1_accuracy": "Acc@1 of the last evaluation, percent",
-    "top5_accuracy": "Acc@5 of the last evaluation, percent",
-    "eta_seconds": "Estimated seconds to the end of training",
-    "checkpoint_epoch": "Epoch of the last checkpoint written",
-    "checkpoint_timestamp_seconds": "Unix time of the last checkpoint written",
-    "finished": "1 once the run has finished training",
-}
-_SAMPLE = re.compile(rf"^{PREFIX}(\w+)(?:\{{[^}}]*\}})?\s+(\S+)")
-
-
-def render(values: dict[str, float], comments: bool = True) -> str:
-    """Prometheus text exposition of the known gauges that have a value."""
-    lines = []
-    for name, text in GAUGES.items():
-        if values.get(name) is None:
-            continue
-        if comments:
-            lines += [f"# HELP {PREFIX}{name} {text}", f"# TYPE {PREFIX}{name} gauge"]
-        lines.append(f"{PREFIX}{name} {float(values[name]):.17g}")
-    return "\n".join(lines) + "\n"
-
-
-def parse(text: str) -> dict[str, float]:
-    """The known gauges in a Prometheus text (unknown and malformed lines are skipped)."""
-    out = {}
-    for line in text.splitlines():
-        m = _SAMPLE.match(line.strip())
-        if m and m.group(1) in GAUGES:
-            try:
-                value = float(m.group(2))
-            except ValueError:
-                continue
-            if math.isfinite(value):
-                out[m.group(1)] = value
-    return out
+from resnet50_trainer.contract import render_gauges
 
 
 class Publisher:
@@ -87,7 +39,7 @@ class Publisher:
 
     def text(self, comments: bool = True) -> str:
         with self._lock:
-            return render(self.values, comments)
+            return render_gauges(self.values, comments)
 
     def finish(self) -> None:
         """Mark the run finished and leave the final values in the termination log."""

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from resnet50_trainer.contract import format_duration
+
 METRICS_NAME = "metrics.jsonl"
 
 
@@ -29,21 +31,6 @@ def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
         return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def format_duration(seconds: float) -> str:
-    """The reference results' style: 4d3h, 12h43m, 11h, 8m20s, 42s."""
-    total = int(round(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
-    if minutes:
-        return f"{minutes}m{secs}s" if secs else f"{minutes}m"
-    return f"{secs}s"
 
 
 def result_line(acc1: float, images_per_second: float, seconds: float, batch_size: int) -> str:
