@@ -34,8 +34,7 @@ import kopf
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from resnet50_operator import reconcile as core
-from resnet50_operator import render
+from resnet50_operator import reconcile, render
 from resnet50_operator.settings import OperatorSettings
 from resnet50_operator.spec import GROUP, KIND, PLURAL, VERSION, ResNet50TrainingStatus
 from resnet50_trainer import contract
@@ -91,7 +90,7 @@ def warn_spec_change(body: kopf.Body, status: kopf.Status, old: Any, new: Any,
     fields = [f"spec.{key}" for key in sorted(set(old) | set(new))
               if old.get(key) != new.get(key) and key not in _ACT_AT_ONCE]
     if fields:
-        _post_event(memo, dict(body), core.Event(
+        _post_event(memo, dict(body), reconcile.Event(
             "Warning", "SpecChanged", f"{', '.join(fields)} changed while the training is "
             f"{status.get('phase')}: the running pods keep the old values; the next attempt "
             "(after a restart or suspend) uses the new ones"))
@@ -130,14 +129,14 @@ def reconcile_one(memo: kopf.Memo, namespace: str, name: str) -> None:
         if meta.get("deletionTimestamp"):
             return  # the garbage collector removes the pods and the Service
         current = ResNet50TrainingStatus.model_validate(body.get("status") or {})
-        now = core.now_utc()
+        now = reconcile.now_utc()
         try:
             training = render.parse_training(body)
         except ValueError as exc:
-            decision = core.reject(current, str(exc), now, meta.get("generation"))
+            decision = reconcile.reject(current, str(exc), now, meta.get("generation"))
         else:
             pods, service_exists = _observe(memo, training)
-            decision = core.reconcile(training, current, pods, service_exists, now,
+            decision = reconcile.reconcile(training, current, pods, service_exists, now,
                                       memo.settings, meta.get("generation"),
                                       _read_progress(memo, training, current, pods))
         # Creations first: a status that says "created" always has its pods. Deletions only
@@ -146,7 +145,7 @@ def reconcile_one(memo: kopf.Memo, namespace: str, name: str) -> None:
         # which reads as a failure.
         refused = _create(memo, decision, body)
         if refused:  # what only the apiserver checks (a toleration, Pod Security, ...)
-            decision = core.reject(decision.status, refused, now, meta.get("generation"))
+            decision = reconcile.reject(decision.status, refused, now, meta.get("generation"))
         new = decision.status.model_dump(by_alias=True, mode="json")
         if new != current.model_dump(by_alias=True, mode="json") and \
                 not _patch_status(memo, body, new):
@@ -156,11 +155,11 @@ def reconcile_one(memo: kopf.Memo, namespace: str, name: str) -> None:
             _post_event(memo, body, event)
 
 
-def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[core.PodView], bool]:
+def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[reconcile.PodView], bool]:
     selector = ",".join(f"{k}={v}" for k, v in render.selector_labels(t).items())
     listed = memo.core.list_namespaced_pod(t.namespace, label_selector=selector)
     api = client.ApiClient()
-    pods = [core.observe_pod(api.sanitize_for_serialization(p)) for p in listed.items]
+    pods = [reconcile.observe_pod(api.sanitize_for_serialization(p)) for p in listed.items]
     pods = _with_warnings(memo, t.namespace, [p for p in pods if p is not None])
     try:
         memo.core.read_namespaced_service(t.service, t.namespace)
@@ -173,7 +172,7 @@ def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[core.PodView], b
 
 
 def _with_warnings(memo: kopf.Memo, namespace: str,
-                   pods: list[core.PodView]) -> list[core.PodView]:
+                   pods: list[reconcile.PodView]) -> list[reconcile.PodView]:
     """Pending pods with their newest Warning Event (FailedMount, ...): one read, and only
     while some pod is pending. Matched by uid, as pods of later attempts reuse names;
     FailedScheduling is left out: the pod's own condition says that, and goes when it binds."""
@@ -192,15 +191,15 @@ def _with_warnings(memo: kopf.Memo, namespace: str,
 
 
 def _read_progress(memo: kopf.Memo, t: render.Training, status: ResNet50TrainingStatus,
-                   pods: list[core.PodView]) -> dict[str, float] | None:
+                   pods: list[reconcile.PodView]) -> dict[str, float] | None:
     """The master's gauges, when the training runs and its last read is old enough, or the
     training would count as hung without a newer one."""
     master = next((p for p in pods if p.index == 0 and p.attempt == status.attempt
                    and p.phase == "Running" and p.ip and p.metrics_port), None)
     key = (t.namespace, t.name)
     due = memo.progress_read.get(key, -1e9) + memo.settings.progress_interval_seconds
-    hang = core.hang_deadline(status, t.spec.run_policy.progress_deadline_seconds)
-    overdue = hang is not None and core.now_utc() >= hang
+    hang = reconcile.hang_deadline(status, t.spec.run_policy.progress_deadline_seconds)
+    overdue = hang is not None and reconcile.now_utc() >= hang
     if master is None or status.phase != "Running" or (time.monotonic() < due and not overdue):
         return None
     memo.progress_read[key] = time.monotonic()
@@ -214,11 +213,11 @@ def _read_progress(memo: kopf.Memo, t: render.Training, status: ResNet50Training
         return None
 
 
-def _create(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> str | None:
+def _create(memo: kopf.Memo, decision: reconcile.Decision, body: dict[str, Any]) -> str | None:
     """Create the decided objects; the apiserver's reason if it refused one for good."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for action in decision.actions:
-        if not isinstance(action, core.CreateObject):
+        if not isinstance(action, reconcile.CreateObject):
             continue
         kind = action.body["kind"]
         create = (memo.core.create_namespaced_pod if kind == "Pod"
@@ -237,16 +236,16 @@ def _create(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> s
     return None
 
 
-def _delete(memo: kopf.Memo, decision: core.Decision, body: dict[str, Any]) -> None:
+def _delete(memo: kopf.Memo, decision: reconcile.Decision, body: dict[str, Any]) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for action in decision.actions:
         try:
-            if isinstance(action, core.DeletePod):
+            if isinstance(action, reconcile.DeletePod):
                 memo.core.delete_namespaced_pod(
                     action.name, namespace, grace_period_seconds=0 if action.force else None)
                 log.info("%s/%s: deleted pod %s%s", namespace, name, action.name,
                          " (forced)" if action.force else "")
-            elif isinstance(action, core.DeleteTraining):
+            elif isinstance(action, reconcile.DeleteTraining):
                 memo.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
                                                             name)
                 log.info("%s/%s: deleted: ttlSecondsAfterFinished has passed", namespace, name)
@@ -291,7 +290,7 @@ def _patch_status(memo: kopf.Memo, body: dict[str, Any], status: dict[str, Any])
     return True
 
 
-def _post_event(memo: kopf.Memo, body: dict[str, Any], event: core.Event) -> None:
+def _post_event(memo: kopf.Memo, body: dict[str, Any], event: reconcile.Event) -> None:
     meta = body["metadata"]
     now = dt.datetime.now(dt.timezone.utc)
     try:
@@ -301,7 +300,7 @@ def _post_event(memo: kopf.Memo, body: dict[str, Any], event: core.Event) -> Non
             raise
 
 
-def _create_event(memo: kopf.Memo, meta: dict[str, Any], event: core.Event,
+def _create_event(memo: kopf.Memo, meta: dict[str, Any], event: reconcile.Event,
                   now: dt.datetime) -> None:
     memo.core.create_namespaced_event(meta["namespace"], {
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},

@@ -127,7 +127,7 @@ def test_other_refusals_still_raise(monkeypatch):
 def test_a_training_is_judged_hung_only_after_a_fresh_read_of_its_progress(monkeypatch):
     """The periodic read (every 15 s) may come after the hang deadline: the trainer's last
     report must be read before it is restarted for NoProgress."""
-    long_ago, now = "2026-11-22T00:00:00Z", handlers.core.now_utc()
+    long_ago, now = "2026-11-22T00:00:00Z", handlers.reconcile.now_utc()
     status = {**RUNNING, "training": {"globalStep": 10, "lastProgressTime": long_ago},
               "conditions": [{"type": "Running", "status": "True", "reason": "AllNodesRunning",
                               "lastTransitionTime": long_ago}]}

@@ -1,0 +1,76 @@
+"""Pure decisions: (training, its status, its observed pods, now) -> actions and a new status.
+
+Nothing here talks to Kubernetes. All state lives in the status (attempt, restarts,
+whether the attempt's pods were all created) and in pod labels, so an operator that
+restarts mid-job decides exactly as the one before it would have.
+
+One pass runs the rules of rules.RULES in their order of precedence:
+  finished -> (invalid spec: reject(), before reconcile) -> suspended -> deadline ->
+  old attempt's pods still there -> restart back-off -> failures of the current attempt
+  (and no progress) -> success -> create what is missing -> phase and readiness (and the
+  startup timeout).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from resnet50_operator import render
+from resnet50_operator.reconcile.decision import (
+    Action,
+    CreateObject,
+    Decision,
+    DeletePod,
+    DeleteTraining,
+    Event,
+    find_condition,
+    set_condition,
+)
+from resnet50_operator.reconcile.failures import Failure, classify, root_cause
+from resnet50_operator.reconcile.observe import (
+    PodView,
+    now_utc,
+    observe_pod,
+    parse_time,
+    timestamp,
+)
+from resnet50_operator.reconcile.progress import hang_deadline, progress_status
+from resnet50_operator.reconcile.rules import RULES, Pass
+from resnet50_operator.settings import OperatorSettings
+from resnet50_operator.spec import ResNet50TrainingStatus
+
+__all__ = [
+    "Action", "CreateObject", "Decision", "DeletePod", "DeleteTraining", "Event", "Failure",
+    "PodView", "classify", "find_condition", "hang_deadline", "now_utc", "observe_pod",
+    "parse_time", "progress_status", "reconcile", "reject", "root_cause", "set_condition",
+    "timestamp",
+]
+
+
+def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[PodView],
+              service_exists: bool, now: dt.datetime, settings: OperatorSettings,
+              generation: int | None = None, progress: dict[str, float] | None = None
+              ) -> Decision:
+    """`progress`: the gauges read from the master's metrics endpoint, when it was read."""
+    rejected = find_condition(status.conditions, "Failed")
+    if rejected and rejected.reason == "InvalidSpec" and generation != status.observed_generation:
+        status = ResNet50TrainingStatus()  # the spec was fixed: start afresh
+    p = Pass(t, status, pods, service_exists, now, settings, generation, progress)
+    for rule in RULES:
+        if rule(p):
+            break
+    return p.decision()
+
+
+def reject(status: ResNet50TrainingStatus, message: str, now: dt.datetime,
+           generation: int | None) -> Decision:
+    """A spec the operator cannot run (what the CRD schema could not catch): Failed, saying why.
+
+    A later spec edit that fixes it starts the training afresh (see reconcile).
+    """
+    conditions = set_condition(status.conditions, "Failed", "True", "InvalidSpec", message, now,
+                               generation)
+    new = status.model_copy(update={"phase": "Failed", "conditions": conditions,
+                                    "observed_generation": generation})
+    events = [] if status.phase == "Failed" else [Event("Warning", "InvalidSpec", message)]
+    return Decision(new, [], events)

@@ -1,0 +1,100 @@
+"""What reconcile knows of the world: pods as PodViews, and time as the API writes it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from resnet50_operator import render
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def timestamp(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> dt.datetime | None:
+    """RFC 3339 as the API writes it ("...Z") or as the Python client re-serialises it."""
+    if not text:
+        return None
+    parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What reconcile needs to know of one pod, read from its labels and status."""
+
+    name: str
+    index: int
+    attempt: int
+    phase: str  # Pending, Running, Succeeded, Failed, Unknown
+    uid: str = ""
+    deleting: bool = False
+    deletion_deadline: dt.datetime | None = None  # deletionTimestamp: grace period's end
+    exit_code: int | None = None
+    finished_at: dt.datetime | None = None  # when the container terminated
+    container_reason: str = ""  # terminated or waiting reason (OOMKilled, ErrImagePull, ...)
+    container_message: str = ""
+    pod_reason: str = ""  # status.reason (Evicted, NodeLost, ...)
+    pod_message: str = ""
+    unschedulable: str = ""  # the scheduler's message while it cannot place the pod
+    ip: str = ""  # status.podIP
+    metrics_port: int | None = None  # the trainer container's port named "metrics"
+    warning: tuple[str, str] | None = None  # (reason, message) of its latest Warning Event
+
+
+def observe_pod(pod: dict[str, Any]) -> PodView | None:
+    """A PodView of a pod dict as the API returns it; None for pods that are not ours."""
+    meta, status = pod.get("metadata", {}), pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    try:
+        index = int(labels[render.NODE_INDEX_LABEL])
+        attempt = int(labels[render.ATTEMPT_LABEL])
+    except (KeyError, ValueError):
+        return None
+    exit_code, finished_at, reason, message = None, None, "", ""
+    init = status.get("initContainerStatuses") or []
+    for cs in [*init, *(status.get("containerStatuses") or [])]:
+        state = cs.get("state") or {}
+        # An init container that did its job, and the trainer waiting for the init
+        # containers, say nothing; an init container's failure or pull error is the pod's.
+        if (state.get("terminated", {}).get("exitCode") == 0 and cs in init) or \
+                state.get("waiting", {}).get("reason") == "PodInitializing":
+            continue
+        if "terminated" in state:
+            term = state["terminated"]
+            exit_code, finished_at = term.get("exitCode"), parse_time(term.get("finishedAt"))
+            reason, message = term.get("reason", ""), term.get("message", "")
+        elif "waiting" in state:
+            reason = state["waiting"].get("reason", "")
+            message = state["waiting"].get("message", "")
+    unschedulable = ""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
+                and cond.get("reason") == "Unschedulable":
+            unschedulable = cond.get("message", "")
+    return PodView(
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        index=index,
+        attempt=attempt,
+        phase=status.get("phase", "Pending"),
+        deleting=bool(meta.get("deletionTimestamp")),
+        deletion_deadline=parse_time(meta.get("deletionTimestamp")),
+        exit_code=exit_code,
+        finished_at=finished_at,
+        container_reason=reason,
+        container_message=message,
+        pod_reason=status.get("reason", ""),
+        pod_message=status.get("message", ""),
+        unschedulable=unschedulable,
+        ip=status.get("podIP") or "",
+        metrics_port=next((port.get("containerPort") for c in (pod.get("spec") or {}).get(
+            "containers") or [] for port in c.get("ports") or []
+            if port.get("name") == render.METRICS_PORT_NAME), None),
+    )

@@ -1,0 +1,349 @@
+"""The rules of one reconcile pass, in their order of precedence (RULES, at the end).
+
+Each rule reads the pass (the training, its observed pods, the status so far) and either
+decides, returning True (the decision is complete; later rules do not run), or adds to the
+decision and returns False to let the next rule speak.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from resnet50_operator import render
+from resnet50_operator.reconcile.decision import (
+    Action,
+    CreateObject,
+    Decision,
+    DeletePod,
+    DeleteTraining,
+    Event,
+    find_condition,
+    set_condition,
+)
+from resnet50_operator.reconcile.failures import Failure, classify, root_cause
+from resnet50_operator.reconcile.observe import PodView, parse_time, timestamp
+from resnet50_operator.reconcile.progress import hang_deadline, progress_status
+from resnet50_operator.settings import OperatorSettings
+from resnet50_operator.spec import FailureRecord, NodeCount, ResNet50TrainingStatus, RestartRecord
+from resnet50_trainer import contract
+
+# A pod deleted on a node without a kubelet stays Terminating for ever; past its grace
+# period and this margin the operator deletes it with grace 0 so the group can restart.
+FORCE_DELETE_AFTER = dt.timedelta(seconds=60)
+RESTART_HISTORY_KEPT = 10
+
+
+class Pass:
+    """One reconcile pass: what it was given, and the decision so far."""
+
+    def __init__(self, t: render.Training, status: ResNet50TrainingStatus, pods: list[PodView],
+                 service_exists: bool, now: dt.datetime, settings: OperatorSettings,
+                 generation: int | None = None, progress: dict[str, float] | None = None
+                 ) -> None:
+        self.t, self.spec, self.now, self.settings = t, t.spec, now, settings
+        self.generation, self.service_exists, self.progress = generation, service_exists, progress
+        self.pods = pods
+        self.current = [p for p in pods if p.attempt == status.attempt]
+        self.stale = [p for p in pods if p.attempt != status.attempt]
+        # Nodes of the current attempt: an edit of spec.nodes applies from the next attempt.
+        self.size = status.nodes.total if status.pods_created and status.nodes.total \
+            else t.spec.nodes
+        self.status = status.model_copy(update={
+            "observed_generation": generation,
+            "gpus": self.size * t.spec.gpus_per_node,
+        })
+        self.actions: list[Action] = []
+        self.events: list[Event] = []
+
+    def update(self, **fields: Any) -> None:
+        self.status = self.status.model_copy(update=fields)
+
+    def condition(self, type_: str, status: str, reason: str, message: str = "") -> None:
+        self.update(conditions=set_condition(self.status.conditions, type_, status, reason,
+                                             message, self.now, self.generation))
+
+    def phase(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
+        """The new phase, with an Event when it changes."""
+        if self.status.phase != phase:
+            self.events.append(Event("Warning" if warning else "Normal", reason, message))
+        self.update(phase=phase)
+
+    def nodes(self, ready: int) -> None:
+        self.update(nodes=NodeCount(ready=ready, total=self.size), ready=f"{ready}/{self.size}")
+
+    def delete(self, pods: list[PodView]) -> None:
+        for pod in pods:
+            stuck = pod.deleting and pod.deletion_deadline is not None and \
+                self.now >= pod.deletion_deadline + FORCE_DELETE_AFTER
+            if not pod.deleting or stuck:
+                self.actions.append(DeletePod(pod.name, force=stuck))
+
+    def finish(self, succeeded: bool, reason: str, message: str, pods: list[PodView]) -> None:
+        """Succeeded or Failed for good; pods still running are stopped, the failed ones kept."""
+        self.delete([p for p in pods if p.phase in ("Pending", "Running")])
+        self.update(completion_time=timestamp(self.now))
+        self.nodes(0)
+        self.condition("Running", "False", reason, message)
+        if succeeded:
+            self.condition("Succeeded", "True", reason, message)
+            self.phase("Succeeded", reason, message)
+        else:
+            self.condition("Failed", "True", reason, message)
+            self.phase("Failed", reason, message, warning=True)
+
+    def decision(self) -> Decision:
+        return Decision(self.status, self.actions, self.events)
+
+
+Rule = Callable[[Pass], bool]
+
+
+def finished(p: Pass) -> bool:
+    """Succeeded or Failed: stop pods still running (the operator stopped between writing
+    the status and deleting them), and delete the training once its TTL has passed."""
+    if p.status.phase not in ("Succeeded", "Failed"):
+        return False
+    p.delete([pod for pod in p.pods if pod.phase in ("Pending", "Running")])
+    ttl = p.spec.run_policy.ttl_seconds_after_finished
+    done = parse_time(p.status.completion_time)
+    if ttl is not None and done is not None and p.now >= done + dt.timedelta(seconds=ttl):
+        p.actions.append(DeleteTraining())
+    return True
+
+
+def first_seen(p: Pass) -> bool:
+    """A new training: its clock starts, and it is Created."""
+    if p.status.start_time is None:
+        p.update(start_time=timestamp(p.now))
+        p.condition("Created", "True", "Created",
+                    f"{p.spec.nodes} node(s) x {p.spec.processes} process(es)")
+    return False
+
+
+def suspended(p: Pass) -> bool:
+    """spec.runPolicy.suspend: no pods. Resuming is a new attempt, whose pods are then new."""
+    if not p.spec.run_policy.suspend:
+        return False
+    p.delete(p.pods)
+    p.nodes(0)
+    if p.status.phase != "Suspended":
+        p.update(attempt=p.status.attempt + 1, pods_created=False, restart_at=None)
+    p.condition("Suspended", "True", "Suspended", "spec.runPolicy.suspend is true")
+    p.condition("Running", "False", "Suspended", "spec.runPolicy.suspend is true")
+    p.phase("Suspended", "Suspended", "The training is suspended; its pods are deleted")
+    return True
+
+
+def resumed(p: Pass) -> bool:
+    """Suspended no longer: Pending again, and (as Kubernetes Jobs do) the deadline clock
+    starts again."""
+    if p.status.phase == "Suspended":
+        p.condition("Suspended", "False", "Resumed", "spec.runPolicy.suspend is false")
+        p.phase("Pending", "Resumed", "The training resumes from its last checkpoint")
+        p.update(start_time=timestamp(p.now))
+    return False
+
+
+def past_deadline(p: Pass) -> bool:
+    """spec.runPolicy.activeDeadlineSeconds since the start (or resumption): Failed."""
+    deadline = p.spec.run_policy.active_deadline_seconds
+    started = parse_time(p.status.start_time)
+    if deadline is None or started is None or p.now < started + dt.timedelta(seconds=deadline):
+        return False
+    p.finish(False, "DeadlineExceeded",
+             f"the training ran longer than activeDeadlineSeconds ({deadline} s)", p.pods)
+    return True
+
+
+def old_attempt_pods(p: Pass) -> bool:
+    """The previous attempt's pods go first: the new ones take their names and hostnames."""
+    if not p.stale:
+        return False
+    p.delete(p.stale)
+    p.nodes(0)
+    return True
+
+
+def backing_off(p: Pass) -> bool:
+    """Between a failure and the restart it scheduled: nothing to do but wait."""
+    restart_at = parse_time(p.status.restart_at)
+    if restart_at is None or p.now >= restart_at:
+        return False
+    p.nodes(0)
+    return True
+
+
+def ensure_service(p: Pass) -> bool:
+    """The headless Service that gives the pods their DNS names, if it is missing."""
+    if not p.service_exists:
+        p.actions.append(CreateObject(render.render_service(p.t, p.settings)))
+    return False
+
+
+def record_progress(p: Pass) -> bool:
+    """status.training from the master's gauges, when they were read this pass."""
+    if p.progress:
+        p.update(training=progress_status(p.status.training, p.progress, p.now))
+    return False
+
+
+def failed(p: Pass) -> bool:
+    """A pod of the attempt failed or vanished, or the training made no progress: restart
+    the whole group after a back-off, or fail for good (a final exit code, no budget)."""
+    failures = [f for f in map(classify, p.current) if f]
+    if p.status.pods_created:
+        present = {pod.index for pod in p.current}
+        failures += [Failure(p.t.pod_name(i), True, "PodDeleted", "the pod disappeared")
+                     for i in range(p.size) if i not in present]
+    stalled = _stalled(p)
+    if stalled and not failures:
+        failures.append(Failure(p.t.pod_name(0), True, "NoProgress", stalled))
+    if not failures:
+        return False
+    first = root_cause(failures)
+    p.update(last_failure=FailureRecord(pod=first.pod, exit_code=first.exit_code,
+                                        reason=first.reason, message=first.message))
+    policy, restarts = p.spec.restart_policy, p.status.restarts
+    if not first.retryable:
+        p.finish(False, first.reason, f"{first.describe()}; not retried: the same input would "
+                 "fail again", p.current)
+    elif restarts >= policy.max_restarts:
+        p.finish(False, "RestartLimitExceeded", f"restart budget of {policy.max_restarts} "
+                 f"spent; last failure: {first.describe()}", p.current)
+    else:
+        _restart(p, first)
+    return True
+
+
+def _restart(p: Pass, cause: Failure) -> None:
+    policy, st = p.spec.restart_policy, p.status
+    backoff = min(policy.backoff_seconds * 2 ** st.restarts, policy.max_backoff_seconds)
+    record = RestartRecord(attempt=st.attempt, time=timestamp(p.now), reason=cause.reason,
+                           message=cause.describe())
+    p.delete(p.current)
+    p.nodes(0)
+    p.update(
+        restarts=st.restarts + 1,
+        attempt=st.attempt + 1,
+        pods_created=False,
+        restart_at=timestamp(p.now + dt.timedelta(seconds=backoff)),
+        restart_history=[*st.restart_history, record][-RESTART_HISTORY_KEPT:],
+    )
+    message = (f"restart {st.restarts + 1} of {policy.max_restarts} in {backoff} s after "
+               f"{cause.describe()}")
+    p.condition("Restarting", "True", cause.reason, message)
+    p.condition("Running", "False", "Restarting", message)
+    p.events.append(Event("Warning", "Restarting", message))
+    p.update(phase="Restarting")
+
+
+def _stalled(p: Pass) -> str:
+    """Why a running training counts as hung, or "". The caller reads the trainer's progress
+    once the hang deadline has passed (see hang_deadline), so a report made since the last
+    periodic read is seen before the training is judged."""
+    deadline = p.spec.run_policy.progress_deadline_seconds
+    due = hang_deadline(p.status, deadline)
+    if due is None or p.now < due:
+        return ""
+    training = p.status.training
+    assert training is not None  # hang_deadline judges only trainings that reported
+    return (f"no training progress for {deadline} s (progressDeadlineSeconds); last step "
+            f"{training.global_step} at {training.last_progress_time}")
+
+
+def succeeded(p: Pass) -> bool:
+    """Every pod of the attempt succeeded: the master's final figures, which it left as its
+    termination message, and Succeeded."""
+    if len(p.current) != p.size or any(pod.phase != "Succeeded" for pod in p.current):
+        return False
+    final = "".join(pod.container_message for pod in p.current if pod.index == 0)
+    p.update(training=progress_status(p.status.training, contract.parse_gauges(final), p.now))
+    p.finish(True, "Succeeded", f"all {p.size} node(s) finished training", p.current)
+    return True
+
+
+def create_pods(p: Pass) -> bool:
+    """The attempt's pods that are missing (all of them, or those an interrupted pass left)."""
+    if p.status.pods_created:
+        return False
+    present = {pod.index for pod in p.current}
+    for i in range(p.size):
+        if i not in present:
+            p.actions.append(CreateObject(render.render_pod(p.t, i, p.status.attempt,
+                                                            p.settings)))
+    p.update(pods_created=True, restart_at=None, attempt_start_time=timestamp(p.now))
+    if p.status.phase == "Restarting":
+        p.condition("Restarting", "False", "Recreated", f"attempt {p.status.attempt} created")
+    p.events.append(Event("Normal", "Created",
+                          f"Created {p.size} pod(s) of attempt {p.status.attempt}"))
+    p.update(phase="Pending")
+    return False
+
+
+def readiness(p: Pass) -> bool:
+    """Running once every node runs; until then Pending with the most telling reason (a
+    Warning Event when it changes), and Failed past spec.runPolicy.startupTimeoutSeconds."""
+    running = [pod for pod in p.current if pod.phase in ("Running", "Succeeded")]
+    p.nodes(len(running))
+    if len(running) == p.size:
+        p.condition("Running", "True", "AllNodesRunning",
+                    f"{p.size} of {p.size} node(s) running")
+        p.phase("Running", "Running", f"All {p.size} node(s) are running")
+        return True
+    reason, message = _why_waiting(p.current, p.size, len(running))
+    timeout = p.spec.run_policy.startup_timeout_seconds
+    created = parse_time(p.status.attempt_start_time)
+    if timeout and created and p.now >= created + dt.timedelta(seconds=timeout):
+        p.finish(False, "StartupTimeout", f"not every pod ran within startupTimeoutSeconds "
+                 f"({timeout} s): {message}", p.current)
+        return True
+    problem = reason != "WaitingForPods"
+    previous = find_condition(p.status.conditions, "Running")
+    if problem and p.status.phase == "Pending" and (
+            previous is None or _SAME_PROBLEM.get(previous.reason, previous.reason) !=
+            _SAME_PROBLEM.get(reason, reason)):
+        p.events.append(Event("Warning", reason, message))
+    p.condition("Running", "False", reason, message)
+    p.phase("Pending", reason, message, warning=problem)
+    return True
+
+
+# Reasons a kubelet alternates between for one problem: one Warning Event for both.
+_SAME_PROBLEM = {"ImagePullBackOff": "ErrImagePull"}
+
+
+def _why_waiting(current: list[PodView], total: int, running: int) -> tuple[str, str]:
+    """The most telling reason why not every node runs yet: the scheduler's, then the
+    kubelet's (a container's waiting reason such as ErrImagePull, else the pod's newest
+    Warning Event, such as FailedMount while its container is being created)."""
+    for pod in current:
+        if pod.unschedulable:
+            return "Unschedulable", f"pod {pod.name}: {pod.unschedulable}"
+    for pod in current:
+        if pod.phase == "Pending" and pod.container_reason not in ("", "ContainerCreating"):
+            detail = f": {pod.container_message}" if pod.container_message else ""
+            return pod.container_reason, f"pod {pod.name}{detail}"
+    for pod in current:
+        if pod.phase == "Pending" and pod.warning:
+            return pod.warning[0], f"pod {pod.name}: {pod.warning[1]}"
+    return "WaitingForPods", f"{running} of {total} node(s) running"
+
+
+# The order of precedence: the first rule that decides ends the pass.
+RULES: tuple[Rule, ...] = (
+    finished,
+    first_seen,
+    suspended,
+    resumed,
+    past_deadline,
+    old_attempt_pods,
+    backing_off,
+    ensure_service,
+    record_progress,
+    failed,
+    succeeded,
+    create_pods,
+    readiness,
+)

@@ -1,0 +1,201 @@
+"""Each reconcile rule on its own, table by table: whether it decides, and what it adds.
+
+test_reconcile.py runs the rules together, through reconcile(); these tables pin down what
+each one does, so that a rule can be changed or moved knowing what it is responsible for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cases import training
+
+from resnet50_operator.reconcile import rules
+from resnet50_operator.reconcile.decision import CreateObject, DeletePod, DeleteTraining
+from resnet50_operator.reconcile.observe import PodView, timestamp
+from resnet50_operator.settings import OperatorSettings
+from resnet50_operator.spec import ResNet50TrainingStatus, TrainingProgress
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, 0, tzinfo=dt.timezone.utc)
+
+
+def at(seconds: float) -> str:
+    return timestamp(NOW + dt.timedelta(seconds=seconds))
+
+
+def pod(index, phase="Running", attempt=0, **kw):
+    return PodView(name=f"r50-{index}", index=index, attempt=attempt, phase=phase, **kw)
+
+
+def apply(rule, status=None, pods=(), spec=None, service=True, progress=None):
+    """(whether the rule decided, the actions as (kind, name) pairs, the new status, events)"""
+    st = ResNet50TrainingStatus(**{"start_time": at(0), "pods_created": True, **(status or {})})
+    p = rules.Pass(training(spec), st, list(pods), service, NOW, OperatorSettings(), 1,
+                   progress)
+    decided = rule(p)
+    return decided, [_action(a) for a in p.actions], p.status, [(e.type, e.reason)
+                                                                 for e in p.events]
+
+
+def _action(a):
+    if isinstance(a, CreateObject):
+        return ("create", a.body["metadata"]["name"])
+    if isinstance(a, DeletePod):
+        return ("delete!" if a.force else "delete", a.name)
+    assert isinstance(a, DeleteTraining)
+    return ("delete", "training")
+
+
+def test_the_rules_run_in_the_documented_order():
+    assert [r.__name__ for r in rules.RULES] == [
+        "finished", "first_seen", "suspended", "resumed", "past_deadline", "old_attempt_pods",
+        "backing_off", "ensure_service", "record_progress", "failed", "succeeded",
+        "create_pods", "readiness"]
+
+
+@pytest.mark.parametrize(("status", "pods", "spec", "decided", "actions"), [
+    ({"phase": "Running"}, [pod(0)], None, False, []),
+    ({"phase": "Succeeded"}, [pod(0, "Succeeded"), pod(1, "Running")], None, True,
+     [("delete", "r50-1")]),
+    ({"phase": "Failed", "completion_time": at(-30)}, [], {"runPolicy":
+     {"ttlSecondsAfterFinished": 60}}, True, []),
+    ({"phase": "Failed", "completion_time": at(-60)}, [], {"runPolicy":
+     {"ttlSecondsAfterFinished": 60}}, True, [("delete", "training")]),
+], ids=["active", "leftover-pod-stopped", "ttl-not-yet", "ttl-passed"])
+def test_finished(status, pods, spec, decided, actions):
+    assert apply(rules.finished, status, pods, spec)[:2] == (decided, actions)
+
+
+@pytest.mark.parametrize(("start", "created"), [(None, True), (at(-5), False)])
+def test_first_seen(start, created):
+    decided, _, st, _ = apply(rules.first_seen, {"start_time": start})
+    assert not decided
+    assert st.start_time == (at(0) if created else start)
+    assert [c.type for c in st.conditions] == (["Created"] if created else [])
+
+
+@pytest.mark.parametrize(("suspend", "phase", "decided", "attempt", "events"), [
+    (False, "Running", False, 0, []),
+    (True, "Running", True, 1, [("Normal", "Suspended")]),
+    (True, "Suspended", True, 0, []),  # already suspended: no new attempt, no new Event
+])
+def test_suspended(suspend, phase, decided, attempt, events):
+    d, actions, st, ev = apply(rules.suspended, {"phase": phase}, [pod(0), pod(1)],
+                               {"runPolicy": {"suspend": suspend}})
+    assert (d, st.attempt, ev) == (decided, attempt, events)
+    assert actions == ([("delete", "r50-0"), ("delete", "r50-1")] if suspend else [])
+
+
+@pytest.mark.parametrize(("phase", "pending", "clock"), [
+    ("Suspended", True, at(0)), ("Running", False, at(-300))])
+def test_resumed(phase, pending, clock):
+    d, _, st, ev = apply(rules.resumed, {"phase": phase, "start_time": at(-300)})
+    assert not d
+    assert (st.phase == "Pending", st.start_time) == (pending, clock)
+    assert ev == ([("Normal", "Resumed")] if pending else [])
+
+
+@pytest.mark.parametrize(("deadline", "decided"), [(None, False), (301, False), (300, True)])
+def test_past_deadline(deadline, decided):
+    d, actions, st, _ = apply(rules.past_deadline, {"phase": "Running", "start_time": at(-300)},
+                              [pod(0)], {"runPolicy": {"activeDeadlineSeconds": deadline}})
+    assert d == decided
+    assert (st.phase, actions) == (("Failed", [("delete", "r50-0")]) if decided
+                                   else ("Running", []))
+
+
+@pytest.mark.parametrize(("pods", "decided", "actions"), [
+    ([pod(0, attempt=1)], False, []),
+    ([pod(0, attempt=0), pod(1, attempt=1)], True, [("delete", "r50-0")]),
+    # deleted long enough ago on a node that never confirms: forced
+    ([pod(0, attempt=0, deleting=True, deletion_deadline=NOW - dt.timedelta(seconds=61))],
+     True, [("delete!", "r50-0")]),
+    ([pod(0, attempt=0, deleting=True, deletion_deadline=NOW)], True, []),  # waited for
+])
+def test_old_attempt_pods(pods, decided, actions):
+    assert apply(rules.old_attempt_pods, {"attempt": 1}, pods)[:2] == (decided, actions)
+
+
+@pytest.mark.parametrize(("restart_at", "decided"), [(None, False), (at(1), True),
+                                                     (at(0), False)])
+def test_backing_off(restart_at, decided):
+    assert apply(rules.backing_off, {"restart_at": restart_at})[0] == decided
+
+
+@pytest.mark.parametrize(("exists", "actions"), [(True, []), (False, [("create", "r50")])])
+def test_ensure_service(exists, actions):
+    assert apply(rules.ensure_service, service=exists)[:2] == (False, actions)
+
+
+@pytest.mark.parametrize(("gauges", "step"), [(None, None), ({"global_step": 7}, 7)])
+def test_record_progress(gauges, step):
+    decided, _, st, _ = apply(rules.record_progress, progress=gauges)
+    assert not decided
+    assert (st.training.global_step if st.training else None) == step
+
+
+RUNNING = {"phase": "Running", "attempt_start_time": at(-900)}
+HUNG = {**RUNNING, "training": TrainingProgress(global_step=10, last_progress_time=at(-700))}
+
+
+@pytest.mark.parametrize(("status", "pods", "decided", "phase", "reason"), [
+    (RUNNING, [pod(0), pod(1)], False, "Running", None),
+    (RUNNING, [pod(0), pod(1, "Failed", exit_code=137, container_reason="OOMKilled")], True,
+     "Restarting", "OOMKilled"),
+    (RUNNING, [pod(0), pod(1, "Failed", exit_code=2)], True, "Failed", "ConfigurationError"),
+    (RUNNING, [pod(0)], True, "Restarting", "PodDeleted"),  # pod 1 vanished
+    ({**RUNNING, "restarts": 3}, [pod(0), pod(1, "Failed", exit_code=143)], True, "Failed",
+     "Signal"),  # budget spent; the cause is kept in lastFailure
+    (HUNG, [pod(0), pod(1)], True, "Restarting", "NoProgress"),
+], ids=["healthy", "oom-killed", "config-error", "pod-vanished", "budget-spent", "hung"])
+def test_failed(status, pods, decided, phase, reason):
+    conditions = [{"type": "Running", "status": "True", "reason": "AllNodesRunning",
+                   "lastTransitionTime": at(-900)}]
+    d, _, st, _ = apply(rules.failed, {**status, "conditions": conditions}, pods,
+                        {"runPolicy": {"progressDeadlineSeconds": 600}})
+    assert (d, st.phase) == (decided, phase)
+    assert (st.last_failure.reason if st.last_failure else None) == reason
+
+
+@pytest.mark.parametrize(("pods", "decided"), [
+    ([pod(0, "Succeeded"), pod(1, "Succeeded")], True),
+    ([pod(0, "Succeeded"), pod(1, "Running")], False),
+    ([pod(0, "Succeeded")], False),
+])
+def test_succeeded(pods, decided):
+    d, _, st, _ = apply(rules.succeeded, {"phase": "Running"}, pods)
+    assert (d, st.phase) == (decided, "Succeeded" if decided else "Running")
+
+
+@pytest.mark.parametrize(("status", "pods", "created"), [
+    ({"pods_created": True}, [], []),
+    ({"pods_created": False}, [], ["r50-0", "r50-1"]),
+    ({"pods_created": False}, [pod(0, "Pending")], ["r50-1"]),  # a pass cut short before
+])
+def test_create_pods(status, pods, created):
+    d, actions, st, _ = apply(rules.create_pods, status, pods)
+    assert not d and st.pods_created
+    assert [name for kind, name in actions if kind == "create"] == created
+
+
+@pytest.mark.parametrize(("pods", "phase", "reason", "events"), [
+    ([pod(0), pod(1)], "Running", "AllNodesRunning", [("Normal", "Running")]),
+    ([pod(0), pod(1, "Pending")], "Pending", "WaitingForPods", []),
+    ([pod(0), pod(1, "Pending", unschedulable="0/3 nodes are available")], "Pending",
+     "Unschedulable", [("Warning", "Unschedulable")]),
+    ([pod(0), pod(1, "Pending", container_reason="ErrImagePull")], "Pending",
+     "ErrImagePull", [("Warning", "ErrImagePull")]),
+])
+def test_readiness(pods, phase, reason, events):
+    d, _, st, ev = apply(rules.readiness, {"phase": "Pending", "attempt_start_time": at(-10)},
+                         pods)
+    running = next(c for c in st.conditions if c.type == "Running")
+    assert (d, st.phase, running.reason, ev) == (True, phase, reason, events)
+
+
+def test_readiness_fails_past_the_startup_timeout():
+    d, _, st, _ = apply(rules.readiness, {"phase": "Pending", "attempt_start_time": at(-60)},
+                        [pod(0), pod(1, "Pending")], {"runPolicy": {"startupTimeoutSeconds": 60}})
+    assert (d, st.phase) == (True, "Failed")
+    assert next(c for c in st.conditions if c.type == "Failed").reason == "StartupTimeout"
