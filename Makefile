@@ -38,6 +38,6 @@ test: setup control-plane
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check trainer operator tests benchmarks hack/real-node/binary-image.py
+	$(BIN)/ruff check trainer operator tests benchmarks devcluster
 	$(BIN)/ruff check hack/real-node/runc-oom-floor
 	shellcheck -x --source-path=hack hack/*.sh hack/lib/*.sh hack/control-plane/*.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A local Kubernetes to try the operator on, without Docker or kind: the real control plane
 # (etcd, kube-apiserver, controller-manager, scheduler; hack/control-plane/), two simulated
-# GPU nodes whose pods run as local processes (tests/nodesim.py) and the operator.
+# GPU nodes whose pods run as local processes (devcluster/nodesim.py) and the operator.
 #
 #   hack/local-cluster.sh up        # start everything; prints `export KUBECONFIG=...`
 #   hack/local-cluster.sh status    # what runs, kubectl get nodes,r50t,pods
@@ -25,11 +25,13 @@ say() { printf '[local-cluster] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 kubeconfig() { echo "${dir}/control-plane/kubeconfig"; }
+# The repository's devcluster package (control plane, simulated nodes), from any directory.
+devcluster=(env "PYTHONPATH=${root}${PYTHONPATH:+:${PYTHONPATH}}" "${python}" -m devcluster)
 
 # kubectl of the same release as the control plane (hack/control-plane/versions.env)
 use_control_plane_kubectl() {
   local bin
-  bin=$("${python}" "${root}/tests/controlplane.py" bin-dir) || die "no control plane built"
+  bin=$("${devcluster[@]}" controlplane bin-dir) || die "no control plane built"
   PATH="${bin}:${PATH}"
 }
 
@@ -42,12 +44,12 @@ up() {
   bash "${root}/hack/control-plane/build.sh"
   use_control_plane_kubectl
   mkdir -p "${dir}"
-  "${python}" "${root}/tests/controlplane.py" start --dir "${dir}/control-plane" \
+  "${devcluster[@]}" controlplane start --dir "${dir}/control-plane" \
     --node-monitor-grace-period 1h >/dev/null
   export KUBECONFIG; KUBECONFIG=$(kubeconfig)
   kubectl apply -f "${root}/manifests/crd/resnet50trainings.yaml" >/dev/null
   kubectl wait --for condition=Established --timeout 60s crd/resnet50trainings.resnet50.dev >/dev/null
-  start nodes "${python}" "${root}/tests/nodesim.py" --kubeconfig "${KUBECONFIG}" \
+  start nodes "${devcluster[@]}" nodes --kubeconfig "${KUBECONFIG}" \
     --workdir "${dir}/nodes" --nodes "${NODES:-2}" --gpus "${GPUS_PER_NODE:-8}"
   start operator "${python}" -m resnet50_operator --liveness ''
   for _ in $(seq 150); do
@@ -64,7 +66,7 @@ down() {
   stop operator
   stop nodes  # it stops the pods' processes
   if [[ -e "${dir}/control-plane" ]]; then
-    "${python}" "${root}/tests/controlplane.py" stop --dir "${dir}/control-plane"
+    "${devcluster[@]}" controlplane stop --dir "${dir}/control-plane"
   fi
   rm -rf "${dir}"
 }

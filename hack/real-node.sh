@@ -3,7 +3,7 @@
 # kubelet with containerd and runc, kube-proxy, a CNI bridge, CoreDNS as cluster DNS, our
 # images built from the Dockerfile, and the operator running in the cluster from
 # manifests/operator with only its RBAC. Nothing is pulled from a registry: every image is
-# built here (hack/build-images.sh, hack/real-node/binary-image.py).
+# built here (hack/build-images.sh, devcluster/binary_image.py).
 #
 #   sudo hack/real-node.sh up       # build what is missing, start everything; prints
 #                                   # `export KUBECONFIG=...`
@@ -54,6 +54,8 @@ die() { say "error: $*"; exit 1; }
 need_root() { [[ $(id -u) -eq 0 ]] || die "$1 needs root: run: sudo $0 $1"; }
 
 kubeconfig() { echo "${dir}/control-plane/kubeconfig"; }
+# The repository's devcluster package (control plane, images), from any directory.
+devcluster=(env "PYTHONPATH=${root}${PYTHONPATH:+:${PYTHONPATH}}" "${python}" -m devcluster)
 ctr_() { ctr --address "${socket}" --namespace k8s.io "$@"; }
 
 # shellcheck source=lib/background.sh
@@ -157,7 +159,7 @@ load_images() {
     local name=${img%=*} binary=${node_bin}/${img#*=} sum
     sum=$(sha256sum "${binary}" | cut -c1-16)
     containerd_has "${name}" "resnet50.dev/inputs=${sum}" && continue
-    /usr/bin/python3 "${root}/hack/real-node/binary-image.py" --binary "${binary}" --name "${name}" \
+    "${devcluster[@]}" binary-image --binary "${binary}" --name "${name}" \
       | ctr_ images import - >/dev/null
     ctr_ images label "${name}" "resnet50.dev/inputs=${sum}" >/dev/null
     say "loaded ${name}"
@@ -283,7 +285,7 @@ up() {
   install_packages
   bash "${root}/hack/control-plane/build.sh"
   build_node_binaries
-  local bin; bin=$("${python}" "${root}/tests/controlplane.py" bin-dir)
+  local bin; bin=$("${devcluster[@]}" controlplane bin-dir)
   PATH="${bin}:${PATH}"
   local addr; addr=$(host_address)
   [[ -n ${addr} ]] || die "no host address found (ip -4 route get 1.1.1.1 gave none)"
@@ -293,13 +295,13 @@ up() {
   # Pods are routed through the host, and Services are iptables rules on bridged traffic.
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
 
-  "${python}" "${root}/tests/controlplane.py" start --dir "${dir}/control-plane" \
+  "${devcluster[@]}" controlplane start --dir "${dir}/control-plane" \
     --address "${addr}" >/dev/null 2>"${dir}/control-plane.log" \
     || { cat "${dir}/control-plane.log" >&2; die "the control plane did not start"; }
   export KUBECONFIG; KUBECONFIG=$(kubeconfig)
-  "${python}" "${root}/tests/controlplane.py" kubeconfig --dir "${dir}/control-plane" \
+  "${devcluster[@]}" controlplane kubeconfig --dir "${dir}/control-plane" \
     --user "system:node:${node}" --group system:nodes >/dev/null
-  "${python}" "${root}/tests/controlplane.py" kubeconfig --dir "${dir}/control-plane" \
+  "${devcluster[@]}" controlplane kubeconfig --dir "${dir}/control-plane" \
     --user system:kube-proxy >/dev/null
   write_configs
 
@@ -329,7 +331,7 @@ up() {
 status() {
   export KUBECONFIG; KUBECONFIG=$(kubeconfig)
   [[ -f ${KUBECONFIG} ]] || { say "not up (no ${KUBECONFIG})"; return 1; }
-  local bin; bin=$("${python}" "${root}/tests/controlplane.py" bin-dir); PATH="${bin}:${PATH}"
+  local bin; bin=$("${devcluster[@]}" controlplane bin-dir); PATH="${bin}:${PATH}"
   local p; for p in containerd kubelet kube-proxy; do
     if alive "${p}"; then say "${p}: running"; else say "${p}: NOT running (${dir}/${p}.log)"; fi
   done
@@ -340,8 +342,8 @@ status() {
 
 down() {
   need_root down
-  if [[ -f $(kubeconfig) ]] && "${python}" "${root}/tests/controlplane.py" bin-dir >/dev/null 2>&1; then
-    PATH="$("${python}" "${root}/tests/controlplane.py" bin-dir):${PATH}"
+  if [[ -f $(kubeconfig) ]] && "${devcluster[@]}" controlplane bin-dir >/dev/null 2>&1; then
+    PATH="$("${devcluster[@]}" controlplane bin-dir):${PATH}"
     # The operator first, so that it does not recreate what is removed below.
     KUBECONFIG=$(kubeconfig) kubectl delete namespace resnet50-operator --wait=false >/dev/null 2>&1 || true
   fi
@@ -360,7 +362,7 @@ down() {
   local proxy="${cache}/control-plane/${k8s_version}/bin/kube-proxy"
   if [[ -x ${proxy} ]]; then "${proxy}" --cleanup >/dev/null 2>&1 || true; fi  # its iptables rules
   if [[ -d ${dir} ]]; then
-    "${python}" "${root}/tests/controlplane.py" stop --dir "${dir}/control-plane" >/dev/null 2>&1 || true
+    "${devcluster[@]}" controlplane stop --dir "${dir}/control-plane" >/dev/null 2>&1 || true
     # Pod volumes (tmpfs, projected tokens) and container root filesystems.
     grep -F " ${dir}/" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r m; do
       umount -l "${m}" 2>/dev/null || true

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 import yaml
-from controlplane import ControlPlane, binaries_available
 from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
-from nodesim import kubelet_status
 
+from devcluster.controlplane import ControlPlane, binaries_available
+from devcluster.nodesim import kubelet_status
 from resnet50_operator import crd
 from resnet50_operator.spec import GROUP, PLURAL, VERSION
 

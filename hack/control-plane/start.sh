@@ -8,7 +8,9 @@
 #   hack/control-plane/stop.sh [--dir /tmp/cp1]
 #
 # The binaries come from hack/control-plane/build.sh (run it first); the logic lives in
-# tests/controlplane.py, which the tests use directly. Needs python3 (standard library only).
+# devcluster/controlplane.py (`python3 -m devcluster controlplane start`), which the tests
+# import. Needs python3 (standard library only).
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-exec "${PYTHON:-python3}" "${here}/../../tests/controlplane.py" start "$@"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export PYTHONPATH="${root}${PYTHONPATH:+:${PYTHONPATH}}"
+exec "${PYTHON:-python3}" -m devcluster controlplane start "$@"

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from controlplane import ControlPlane, free_port
 from kube import Operator, session_control_plane
 from kubernetes import client
-from nodesim import NodeSimulator
+
+from devcluster.controlplane import ControlPlane, free_port
+from devcluster.nodesim import NodeSimulator
 
 NODES = 2
 GPUS_PER_NODE = 8

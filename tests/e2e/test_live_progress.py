@@ -9,9 +9,10 @@ import signal
 import subprocess
 
 import pytest
-from controlplane import find_binaries, free_port
 from kube import Operator, create_training, events, table, wait_for
 from test_jobs import JOB_TIMEOUT, cpu_training, status, wait_phase
+
+from devcluster.controlplane import find_binaries, free_port
 
 pytestmark = pytest.mark.e2e
 

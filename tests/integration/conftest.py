@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from controlplane import ControlPlane
 from kube import Kubelet, Operator, session_control_plane
 from kubernetes import client
+
+from devcluster.controlplane import ControlPlane
 
 
 @pytest.fixture(scope="session")

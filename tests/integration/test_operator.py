@@ -346,7 +346,7 @@ def test_a_spec_change_while_running_is_reported(api, namespace, operator, kubel
 
 
 def kubectl(cluster, *args: str) -> str:
-    from controlplane import find_binaries
+    from devcluster.controlplane import find_binaries
 
     found, _ = find_binaries()
     proc = subprocess.run([str(found["kubectl"]), *args], capture_output=True, text=True,

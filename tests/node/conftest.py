@@ -77,8 +77,8 @@ def real_node(tmp_path_factory) -> Iterator[RealNode]:
         tail = "\n".join(log.read_text().splitlines()[-40:])
         _script("down", log)  # what it started before it failed
         pytest.fail(f"hack/real-node.sh up failed ({up.returncode}):\n{tail}")
-    bin_dir = subprocess.run([sys.executable, str(ROOT / "tests" / "controlplane.py"), "bin-dir"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    bin_dir = subprocess.run([sys.executable, "-m", "devcluster", "controlplane", "bin-dir"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     node = RealNode(kubeconfig=STATE / "control-plane" / "kubeconfig", state=STATE, log=log,
                     bin_dir=bin_dir)
     yield node

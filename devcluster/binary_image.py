@@ -1,7 +1,7 @@
-#!/usr/bin/env python3
 """Write a one-binary container image as a `docker save` archive, without a Docker engine.
 
-    binary-image.py --binary PATH --name IMAGE:TAG [--user UID] [--arg A ...] > image.tar
+    python -m devcluster binary-image --binary PATH --name IMAGE:TAG [--user UID]
+        [--arg A ...] > image.tar
 
 The image has one layer: the binary at /<its name>, and /etc/passwd and /etc/group with
 nobody, which is all a static program needs (the pause image, CoreDNS). `ctr images import`
@@ -60,13 +60,13 @@ def archive(binary: Path, name: str, user: str, args: list[str]) -> bytes:
     return out.getvalue()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary", type=Path, required=True)
     ap.add_argument("--name", required=True, help="the image's name and tag")
     ap.add_argument("--user", default="65534:65534", help="uid:gid it runs as")
     ap.add_argument("--arg", action="append", default=[], help="default arguments (Cmd)")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     sys.stdout.buffer.write(archive(a.binary, a.name, a.user, a.arg))
     return 0
 

@@ -40,7 +40,7 @@ Use from Python::
 
 or from a shell (what hack/local-cluster.sh runs)::
 
-    python3 tests/nodesim.py --kubeconfig KUBECONFIG --workdir DIR [--nodes 2 --gpus 8]
+    python3 -m devcluster nodes --kubeconfig KUBECONFIG --workdir DIR [--nodes 2 --gpus 8]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlplane import keep_lease_fresh, register_node
+from devcluster.controlplane import keep_lease_fresh, register_node
 
 log = logging.getLogger("nodesim")
 LOOPBACK = "127.0.0.1"
@@ -426,8 +426,8 @@ def _log_tail(path: Path) -> str:
     return ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--kubeconfig", required=True, type=Path)
     ap.add_argument("--workdir", required=True, type=Path,
                     help="pod logs, emptyDir and PVC directories")

@@ -1,4 +1,4 @@
-"""A real Kubernetes control plane for the tests, in the style of controller-runtime's envtest.
+"""A real Kubernetes control plane for the tests and the local clusters, after envtest.
 
 It runs etcd, kube-apiserver, kube-controller-manager (all controllers: garbage collector,
 service accounts, node lifecycle, ...) and kube-scheduler as local processes on 127.0.0.1,
@@ -18,7 +18,7 @@ by one, in:
 
 Use from Python (only the standard library, plus the `kubernetes` client for `api_client`)::
 
-    from controlplane import ControlPlane, binaries_available
+    from devcluster.controlplane import ControlPlane, binaries_available
 
     reason = binaries_available()
     if reason:
@@ -29,8 +29,8 @@ Use from Python (only the standard library, plus the `kubernetes` client for `ap
 
 or from a shell (what hack/control-plane/start.sh and stop.sh run)::
 
-    python3 tests/controlplane.py start [--dir DIR]   # prints the kubeconfig's path
-    python3 tests/controlplane.py stop  [--dir DIR]
+    python3 -m devcluster controlplane start [--dir DIR]   # prints the kubeconfig's path
+    python3 -m devcluster controlplane stop  [--dir DIR]
 
 Things a test should know about this cluster (they are Kubernetes', not this file's):
 
@@ -877,8 +877,8 @@ def _stop_dir(d: Path) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("start", help="start a control plane that outlives this command")
     st.add_argument("--dir", type=Path, default=_default_run_dir(),
