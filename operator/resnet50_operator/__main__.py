@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from resnet50_operator import statusview
-from resnet50_operator.settings import ENV_PREFIX, OperatorSettings
+from resnet50_operator.settings import OperatorSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,9 +39,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_operator(args: argparse.Namespace) -> None:
-    if args.namespace:  # one source for the handlers and for kopf: the settings
-        os.environ[ENV_PREFIX + "NAMESPACE"] = args.namespace
-    namespace = OperatorSettings.from_env().namespace
+    settings = OperatorSettings.from_env()
+    if args.namespace:
+        settings = settings.model_copy(update={"namespace": args.namespace})
+    namespace = settings.namespace
 
     import kopf
 
@@ -53,7 +53,7 @@ def run_operator(args: argparse.Namespace) -> None:
     # Standalone: one replica, no peering objects to grant RBAC for.
     kopf.run(standalone=True, clusterwide=namespace is None,
              namespaces=[namespace] if namespace else [],
-             liveness_endpoint=args.liveness or None)
+             liveness_endpoint=args.liveness or None, memo=kopf.Memo(settings=settings))
 
 
 if __name__ == "__main__":

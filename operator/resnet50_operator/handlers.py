@@ -53,7 +53,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    memo.settings = OperatorSettings.from_env()
+    if "settings" not in memo:  # __main__ passes them; `kopf run` alone reads the environment
+        memo.settings = OperatorSettings.from_env()
     memo.core = client.CoreV1Api()
     memo.custom = client.CustomObjectsApi()
     memo.locks = defaultdict(threading.Lock)
@@ -72,8 +73,9 @@ def on_training_event(type: str, namespace: str, name: str, memo: kopf.Memo,
                       **_: Any) -> None:
     if type != "DELETED":
         reconcile_one(memo, namespace, name)
-    else:
+    else:  # what the operator kept per training goes with it
         memo.progress_read.pop((namespace, name), None)
+        memo.locks.pop((namespace, name), None)
 
 
 @kopf.on.event("", "v1", "pods", labels={render.TRAINING_LABEL: kopf.PRESENT})
@@ -203,14 +205,23 @@ def _read_progress(memo: kopf.Memo, t: render.Training, status: ResNet50Training
     if master is None or status.phase != "Running" or (time.monotonic() < due and not overdue):
         return None
     memo.progress_read[key] = time.monotonic()
-    host = f"[{master.ip}]" if ":" in master.ip else master.ip
     try:
-        with urllib.request.urlopen(f"http://{host}:{master.metrics_port}/metrics",
-                                    timeout=2) as response:
-            return contract.parse_gauges(response.read().decode(errors="replace"))
+        return read_gauges(master.ip, master.metrics_port)
     except (OSError, ValueError) as exc:  # not up yet, or metrics off: no news
         log.debug("%s/%s: progress not read: %s", t.namespace, t.name, exc)
         return None
+
+
+# Pod IPs are reached directly: an HTTP(S)_PROXY set for the operator's own egress would
+# otherwise be asked for them, and no proxy can reach a pod network.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def read_gauges(ip: str, port: int) -> dict[str, float]:
+    """The trainer's progress gauges, from its metrics endpoint at ip:port."""
+    host = f"[{ip}]" if ":" in ip else ip
+    with _DIRECT.open(f"http://{host}:{port}/metrics", timeout=2) as response:
+        return contract.parse_gauges(response.read().decode(errors="replace"))
 
 
 def _create(memo: kopf.Memo, decision: reconcile.Decision, body: dict[str, Any]) -> str | None:

@@ -3,7 +3,11 @@ that counts them is written, and deleted only after the status that explains it.
 
 from __future__ import annotations
 
+import http.server
 import io
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -143,11 +147,11 @@ def test_a_training_is_judged_hung_only_after_a_fresh_read_of_its_progress(monke
         def __exit__(self, *exc):
             return False
 
-    def urlopen(url, timeout):
+    def open_url(url, timeout):
         reads.append(url)
         return Response(b"resnet50_global_step 11\n")
 
-    monkeypatch.setattr(handlers.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(handlers._DIRECT, "open", open_url)
     api = FakeApi(status, [master, pod(1, "Running")], conflict=False)
     memo = SimpleNamespace(settings=OperatorSettings(), core=api, custom=api,
                            locks=defaultdict(threading.Lock),
@@ -157,3 +161,38 @@ def test_a_training_is_judged_hung_only_after_a_fresh_read_of_its_progress(monke
     assert not [c for c in api.calls if c.startswith("delete")]
     assert api.patched["training"]["globalStep"] == 11
     assert api.patched["training"]["lastProgressTime"] >= now.isoformat()[:19]
+
+
+def test_progress_is_read_from_the_pod_directly_whatever_proxy_is_set():
+    """HTTP_PROXY may be set for the operator's egress; no proxy reaches a pod IP."""
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            body = b"resnet50_epoch 3\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
+    env["http_proxy"] = env["HTTP_PROXY"] = "http://127.0.0.1:9"  # nothing listens there
+    read = f"from resnet50_operator import handlers; print(handlers.read_gauges('127.0.0.1', " \
+        f"{server.server_address[1]}))"
+    try:  # a fresh interpreter: urllib reads the proxy variables when it builds an opener
+        run = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True,
+                             text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (run.returncode, run.stdout) == (0, "{'epoch': 3.0}\n"), run.stderr
+
+
+def test_what_is_kept_per_training_goes_with_it():
+    memo = SimpleNamespace(locks=defaultdict(threading.Lock), progress_read={})
+    memo.locks[("ml", "r50")], memo.progress_read[("ml", "r50")] = threading.Lock(), 1.0
+    handlers.on_training_event(type="DELETED", namespace="ml", name="r50", memo=memo)
+    assert (memo.locks, memo.progress_read) == ({}, {})
