@@ -169,13 +169,14 @@ def _container_state(pod_status: dict[str, Any]) -> str:
         return pod_status.get("reason") or "-"
     trainer = next((c for c in statuses if c.get("name") == "trainer"), statuses[0])
     state = trainer.get("state") or {}
-    if state.get("running"):
+    # Which key is set says the state; its details may be empty ({"running": {}}).
+    if state.get("running") is not None:
         return "running"
-    if state.get("terminated"):
+    if state.get("terminated") is not None:
         term = state["terminated"]
         text = f"terminated, exit code {term.get('exitCode', '?')}"
         return f"{text} ({term['reason']})" if term.get("reason") else text
-    if state.get("waiting"):
+    if state.get("waiting") is not None:
         return f"waiting ({state['waiting'].get('reason') or 'unknown'})"
     return "-"
 
