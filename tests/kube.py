@@ -173,3 +173,16 @@ def events(api: client.ApiClient, namespace: str, name: str) -> list[client.Core
     """The Events of the training `name` (its Service, of the same name, has its own)."""
     return [e for e in client.CoreV1Api(api).list_namespaced_event(namespace).items
             if e.involved_object.name == name and e.involved_object.kind == "ResNet50Training"]
+
+
+def wait_for_events(api: client.ApiClient, namespace: str, name: str, *reasons: str,
+                    timeout: float = 60) -> list[client.CoreV1Event]:
+    """The training's Events once one of each reason is there, in the order of `reasons`.
+    The operator posts Events after it writes the status that they explain, so a test that
+    has just seen that status must wait for them."""
+    def found() -> list[client.CoreV1Event] | None:
+        seen = events(api, namespace, name)
+        first = [next((e for e in seen if e.reason == r), None) for r in reasons]
+        return None if None in first else first
+
+    return wait_for(f"Events {', '.join(reasons)} of {name}", found, timeout)

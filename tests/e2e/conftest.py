@@ -1,5 +1,6 @@
 """Fixtures of the end-to-end tier: the real control plane with the CRD, two simulated nodes
-whose pods run as real trainer processes (nodesim.py), and the operator as a subprocess.
+whose pods run as real trainer processes (devcluster/nodesim.py); `api` and `operator`:
+tests/conftest.py.
 
 Simulated, because what this tier exercises needs what one machine without GPUs cannot
 give a real kubelet: several nodes and 8 GPUs each (the multi-node examples, placement,
@@ -10,13 +11,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from kube import Operator, session_control_plane
+from kube import session_control_plane
 from kubernetes import client
 
-from devcluster.controlplane import ControlPlane, free_port
+from devcluster.controlplane import ControlPlane
 from devcluster.nodesim import NodeSimulator
 
 NODES = 2
@@ -37,11 +37,6 @@ def nodes(cluster: ControlPlane, tmp_path_factory) -> Iterator[NodeSimulator]:
 
 
 @pytest.fixture
-def api(cluster: ControlPlane) -> client.ApiClient:
-    return cluster.api_client()
-
-
-@pytest.fixture
 def namespace(cluster: ControlPlane, nodes: NodeSimulator) -> Iterator[str]:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     cluster.create_namespace(name)
@@ -49,12 +44,3 @@ def namespace(cluster: ControlPlane, nodes: NodeSimulator) -> Iterator[str]:
     core = client.CoreV1Api(cluster.api_client())
     core.delete_collection_namespaced_pod(name)  # the simulator stops the processes
     core.delete_namespace(name)
-
-
-@pytest.fixture
-def operator(cluster: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    # Its own rendezvous port, so a job of one test never meets a straggler of another.
-    op = Operator(cluster, tmp_path / "operator.log", namespace=namespace,
-                  settings={"RENDEZVOUS_PORT": str(free_port())}).start()
-    yield op
-    op.stop()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kube import Operator, create_training, events, get_training, wait_for
+from kube import Operator, create_training, events, get_training, wait_for, wait_for_events
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -93,8 +93,7 @@ def test_a_two_node_job_on_real_jpegs_runs_and_succeeds(api, namespace, operator
     assert sorted(p.name for p in epoch_checkpoints(out)) == ["checkpoint_epoch0001.pt",
                                                              "checkpoint_epoch0002.pt"]
     assert (out / "best.pt").is_file()
-    wait_for("the Events", lambda: {"Created", "Running", "Succeeded"} <= set(
-        event_reasons(api, namespace, "smoke")))  # posted after the status
+    wait_for_events(api, namespace, "smoke", "Created", "Running", "Succeeded")
 
 
 def test_a_killed_worker_restarts_the_group_which_resumes_from_its_checkpoint(
@@ -110,8 +109,10 @@ def test_a_killed_worker_restarts_the_group_which_resumes_from_its_checkpoint(
     assert done["restarts"] == 1 and done["attempt"] == 1
     (record,) = done["restartHistory"]
     assert record["attempt"] == 0 and "pod kill-1 exit code 137" in record["message"]
-    restarting = [e for e in events(api, namespace, "kill") if e.reason == "Restarting"]
-    assert len(restarting) == 1 and "exit code 137" in restarting[0].message
+    (restarting,) = wait_for_events(api, namespace, "kill", "Restarting")
+    assert [e.reason for e in events(api, namespace, "kill")].count("Restarting") == 1
+    assert restarting.message.startswith("restart 1 of 3 in ") and \
+        " after pod kill-1 exit code 137 " in restarting.message
     resumed = RESUMED.search(nodes.log_text(namespace, "kill-0"))  # the new attempt's log
     assert resumed and int(resumed.group(1)) >= 1, "the new attempt did not resume"
     assert len(epoch_checkpoints(out)) >= 1 and (out / "checkpoint_epoch0004.pt").is_file()

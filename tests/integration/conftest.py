@@ -1,14 +1,14 @@
 """Fixtures of the control-plane tier: one real control plane per session (with the CRD
-and three fake GPU nodes), a namespace per test, the operator as a subprocess."""
+and three fake GPU nodes), a namespace per test, a fake kubelet (`api` and `operator`:
+tests/conftest.py)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from kube import Kubelet, Operator, session_control_plane
+from kube import Kubelet, session_control_plane
 from kubernetes import client
 
 from devcluster.controlplane import ControlPlane
@@ -23,11 +23,6 @@ def cluster() -> Iterator[ControlPlane]:
 
 
 @pytest.fixture
-def api(cluster: ControlPlane) -> client.ApiClient:
-    return cluster.api_client()
-
-
-@pytest.fixture
 def namespace(request: pytest.FixtureRequest, cluster: ControlPlane) -> Iterator[str]:
     """A fresh namespace; parametrize it indirectly with a dict to give it labels."""
     name = f"t-{uuid.uuid4().hex[:8]}"
@@ -37,15 +32,6 @@ def namespace(request: pytest.FixtureRequest, cluster: ControlPlane) -> Iterator
     # Without kubelets, deleted pods would stay Terminating and keep their GPUs.
     core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
     core.delete_namespace(name)
-
-
-@pytest.fixture
-def operator(cluster: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    # Watching only the test's namespace keeps tests apart (the operator also runs
-    # cluster-wide: that is its default, in its Deployment).
-    op = Operator(cluster, tmp_path / "operator.log", namespace=namespace).start()
-    yield op
-    op.stop()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from kube import (
     get_training,
     table,
     wait_for,
+    wait_for_events,
 )
 from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
@@ -151,8 +152,7 @@ def test_phases_follow_the_pods_to_success(api, namespace, operator, kubelet):
     wait_for("Succeeded", lambda: phase(api, namespace) == "Succeeded")
     status = get_training(api, namespace, "r50")["status"]
     assert status["completionTime"] and status["restarts"] == 0
-    wait_for("the Events", lambda: {"Created", "Running", "Succeeded"} <= {
-        e.reason for e in events(api, namespace, "r50")})  # posted after the status
+    wait_for_events(api, namespace, "r50", "Created", "Running", "Succeeded")
     # Succeeded pods stay for their logs.
     assert pod_names(kubelet) == ["r50-0", "r50-1"]
 
@@ -171,9 +171,10 @@ def test_a_killed_rank_restarts_the_whole_group(api, namespace, operator, kubele
     assert status["lastFailure"]["exitCode"] == 137
     assert status["lastFailure"]["message"] == "epoch 3: killed"
     assert status["restartHistory"][0]["reason"] == "OOMKilled"
-    restart_events = [e for e in events(api, namespace, "r50") if e.reason == "Restarting"]
-    assert restart_events and restart_events[0].type == "Warning"
-    assert "exit code 137 (OOMKilled)" in restart_events[0].message
+    (restarting,) = wait_for_events(api, namespace, "r50", "Restarting")
+    assert restarting.type == "Warning"
+    assert restarting.message == ("restart 1 of 2 in 1 s after pod r50-1 exit code 137 "
+                                  "(OOMKilled): epoch 3: killed")
 
 
 def test_a_configuration_error_fails_without_restart(api, namespace, operator, kubelet):
