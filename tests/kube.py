@@ -161,6 +161,22 @@ def get_training(api: client.ApiClient, namespace: str, name: str) -> dict:
         GROUP, VERSION, namespace, PLURAL, name)
 
 
+def training_status(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return get_training(api, namespace, name).get("status") or {}
+
+
+def wait_phase(api: client.ApiClient, namespace: str, name: str, phase: str,
+               timeout: float = 60, interval: float = 0.2) -> dict[str, Any]:
+    """The training's status once its phase is `phase`; fails at once on an unexpected
+    Failed, showing the status that says why."""
+    def reached() -> dict[str, Any] | None:
+        status = training_status(api, namespace, name)
+        assert status.get("phase") != "Failed" or phase == "Failed", status
+        return status if status.get("phase") == phase else None
+
+    return wait_for(f"{name} {phase}", reached, timeout, interval)
+
+
 def example(name: str) -> dict[str, Any]:
     return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
 

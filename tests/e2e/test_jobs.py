@@ -9,8 +9,16 @@ import signal
 import time
 from pathlib import Path
 
+import kube
 import pytest
-from kube import Operator, create_training, events, get_training, wait_for, wait_for_events
+from kube import (
+    Operator,
+    create_training,
+    events,
+    training_status,
+    wait_for,
+    wait_for_events,
+)
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -44,16 +52,8 @@ def cpu_training(name: str, checkpoints: Path, **spec: object) -> dict:
     return body
 
 
-def status(api, namespace, name) -> dict:
-    return get_training(api, namespace, name).get("status") or {}
-
-
 def wait_phase(api, namespace, name, phase, timeout=JOB_TIMEOUT) -> dict:
-    def reached():
-        st = status(api, namespace, name)
-        assert st.get("phase") != "Failed" or phase == "Failed", st
-        return st if st.get("phase") == phase else None
-    return wait_for(f"{name} {phase}", reached, timeout=timeout)
+    return kube.wait_phase(api, namespace, name, phase, timeout)
 
 
 def holds(what: str, check, seconds: float) -> None:
@@ -139,7 +139,7 @@ def test_more_gpus_than_any_node_has_stays_pending_with_the_schedulers_reason(
     create_training(api, namespace, cpu_training("toobig", tmp_path / "ckpt", gpusPerNode=16))
 
     def unschedulable():
-        st = status(api, namespace, "toobig")
+        st = training_status(api, namespace, "toobig")
         cond = next((c for c in st.get("conditions", []) if c["type"] == "Running"), {})
         return st if cond.get("reason") == "Unschedulable" else None
     st = wait_for("the Unschedulable condition", unschedulable)
@@ -149,8 +149,8 @@ def test_more_gpus_than_any_node_has_stays_pending_with_the_schedulers_reason(
     assert st["phase"] == "Pending" and st["restarts"] == 0
     # And it stays so over several reconcile intervals: no crash, no restart loop.
     holds("Pending without restarts",
-          lambda: status(api, namespace, "toobig")["phase"] == "Pending"
-          and status(api, namespace, "toobig")["restarts"] == 0, seconds=5)
+          lambda: training_status(api, namespace, "toobig")["phase"] == "Pending"
+          and training_status(api, namespace, "toobig")["restarts"] == 0, seconds=5)
     assert "Traceback" not in operator.log_text()
 
 
@@ -208,7 +208,7 @@ def test_repeated_kills_spend_the_restart_budget_and_fail(api, namespace, operat
 
     for attempt in (0, 1):
         def started(attempt=attempt):
-            st = status(api, namespace, "budget")
+            st = training_status(api, namespace, "budget")
             c = nodes.container(namespace, "budget-1")
             return c if st.get("attempt") == attempt and st.get("phase") == "Running" and \
                 c and c.proc.poll() is None else None

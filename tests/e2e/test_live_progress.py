@@ -9,8 +9,8 @@ import signal
 import subprocess
 
 import pytest
-from kube import Operator, create_training, events, table, wait_for
-from test_jobs import JOB_TIMEOUT, cpu_training, status, wait_phase
+from kube import Operator, create_training, events, table, training_status, wait_for
+from test_jobs import JOB_TIMEOUT, cpu_training, wait_phase
 
 from devcluster.controlplane import find_binaries, free_port
 
@@ -42,7 +42,7 @@ def test_a_running_job_shows_epoch_and_images_per_second(api, cluster, namespace
                                                  training={"preset": "cpu-smoke", "epochs": 3}))
 
     def reported():
-        st = status(api, namespace, "live")
+        st = training_status(api, namespace, "live")
         return st if st.get("phase") == "Running" and st.get("training", {}).get(
             "imagesPerSecond") else None
     progress = wait_for("progress in the status", reported, timeout=JOB_TIMEOUT)["training"]
@@ -65,12 +65,12 @@ def test_a_paused_trainer_is_restarted_for_no_progress(api, namespace, operator,
                                                               "epochs": 50})
     body["spec"]["runPolicy"] = {"progressDeadlineSeconds": 20}
     create_training(api, namespace, body)
-    wait_for("progress", lambda: status(api, namespace, "stuck").get("training"),
+    wait_for("progress", lambda: training_status(api, namespace, "stuck").get("training"),
              timeout=JOB_TIMEOUT)
     nodes.signal_all(namespace, "stuck-0", signal.SIGSTOP)  # metrics endpoint included
     try:
-        st = wait_for("the NoProgress restart",
-                      lambda: status(api, namespace, "stuck").get("restartHistory"), timeout=90)
+        st = wait_for("the NoProgress restart", lambda: training_status(
+            api, namespace, "stuck").get("restartHistory"), timeout=90)
     finally:
         nodes.signal_all(namespace, "stuck-0", signal.SIGCONT)  # to take its SIGTERM
 
@@ -79,7 +79,7 @@ def test_a_paused_trainer_is_restarted_for_no_progress(api, namespace, operator,
     restarting = wait_for("the Event", lambda: [  # posted after the status
         e for e in events(api, namespace, "stuck") if e.reason == "Restarting"])
     assert "NoProgress" in restarting[0].message
-    assert status(api, namespace, "stuck")["restarts"] == 1
+    assert training_status(api, namespace, "stuck")["restarts"] == 1
 
 
 def test_a_volume_that_cannot_be_mounted_is_the_pending_reason(api, namespace, operator,
@@ -89,7 +89,7 @@ def test_a_volume_that_cannot_be_mounted_is_the_pending_reason(api, namespace, o
         "hostPath": {"path": str(missing)}}))
 
     def waiting():
-        st = status(api, namespace, "nomount")
+        st = training_status(api, namespace, "nomount")
         running = next((c for c in st.get("conditions", []) if c["type"] == "Running"), {})
         return running if running.get("reason") == "FailedMount" else None
     running = wait_for("the FailedMount condition", waiting)
@@ -98,4 +98,4 @@ def test_a_volume_that_cannot_be_mounted_is_the_pending_reason(api, namespace, o
     warnings = wait_for("the Event", lambda: [  # posted after the status
         e for e in events(api, namespace, "nomount") if e.type == "Warning"])
     assert [e.reason for e in warnings] == ["FailedMount"]
-    assert status(api, namespace, "nomount")["phase"] == "Pending"
+    assert training_status(api, namespace, "nomount")["phase"] == "Pending"

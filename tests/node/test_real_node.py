@@ -9,9 +9,10 @@ import re
 import shutil
 from pathlib import Path
 
+import kube
 import pytest
 import yaml
-from kube import EXAMPLES, get_training, table, wait_for
+from kube import EXAMPLES, table, training_status, wait_for
 from kubernetes import client
 
 pytestmark = pytest.mark.node
@@ -31,12 +32,11 @@ def smoke(name: str, **spec) -> str:
 
 
 def phase(api, namespace, name) -> str:
-    return (get_training(api, namespace, name).get("status") or {}).get("phase", "")
+    return training_status(api, namespace, name).get("phase", "")
 
 
 def wait_phase(api, namespace, name, want, timeout=600):
-    return wait_for(f"{name} {want}", lambda: phase(api, namespace, name) == want and
-                    get_training(api, namespace, name), timeout=timeout, interval=1)
+    return kube.wait_phase(api, namespace, name, want, timeout, interval=1)
 
 
 def pods(api, namespace, name):
@@ -68,7 +68,7 @@ def test_the_cpu_smoke_example_as_shipped_succeeds(real_node, namespace):
                                  "getent", "hosts", master).stdout.split()
     assert resolved[0] == pod0.status.pod_ip
     done = wait_phase(api, namespace, SMOKE_NAME, "Succeeded")
-    assert done["status"]["restarts"] == 0
+    assert done["restarts"] == 0
     (row,) = table(real_node.kubectl("get", "r50t", "-n", namespace).stdout)
     assert row["EPOCH"] == "2/2" and row["TOP-1"] and row["IMG/S"]
     # The kubelet made the hostPath as root; the init container gave the run's directory to
@@ -86,9 +86,8 @@ def apply(real_node, namespace, name, drop=(), **spec):
     real_node.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(body))
 
 
-def condition(training, type_):
-    return next((c for c in (training.get("status") or {}).get("conditions", [])
-                 if c["type"] == type_), {})
+def condition(status, type_):
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
 
 
 def test_deleting_a_pod_mid_epoch_restarts_the_group_from_its_checkpoint(real_node, namespace):
@@ -100,8 +99,7 @@ def test_deleting_a_pod_mid_epoch_restarts_the_group_from_its_checkpoint(real_no
              timeout=600, interval=0.2)
     # A real pod deletion: SIGTERM to the trainer, its grace period, then the kubelet's kill.
     real_node.kubectl("delete", "pod", "-n", namespace, f"{name}-1", "--wait=false")
-    done = wait_phase(api, namespace, name, "Succeeded", timeout=900)
-    status = done["status"]
+    status = wait_phase(api, namespace, name, "Succeeded", timeout=900)
     assert status["restarts"] == 1 and status["restartHistory"][0]["reason"] == "PodDeleted"
     assert status["training"]["epoch"] == f"{epochs}/{epochs}"
     # As many epochs as an uninterrupted run, each trained once: the second attempt resumed
@@ -119,9 +117,8 @@ def test_a_trainer_killed_for_memory_is_oomkilled_and_retried(real_node, namespa
     apply(real_node, namespace, name, drop=("checkpoint",),
           resources={"cpu": "500m", "memory": "160Mi"},
           restartPolicy={"maxRestarts": 1, "backoffSeconds": 1})
-    done = wait_phase(api, namespace, name, "Failed", timeout=300)
-    status = done["status"]
-    assert condition(done, "Failed")["reason"] == "RestartLimitExceeded"
+    status = wait_phase(api, namespace, name, "Failed", timeout=300)
+    assert condition(status, "Failed")["reason"] == "RestartLimitExceeded"
     assert status["restartHistory"][0]["reason"] == "OOMKilled"  # retried once
     assert (status["lastFailure"]["reason"], status["lastFailure"]["exitCode"]) == (
         "OOMKilled", 137)
@@ -137,7 +134,7 @@ def test_a_missing_image_is_the_pending_reason_until_it_is_loaded(real_node, nam
     apply(real_node, namespace, name, drop=("checkpoint",), image=image,
           imagePullPolicy="Never")
     waiting = wait_for("ErrImageNeverPull", lambda: (c := condition(
-        get_training(api, namespace, name), "Running")).get("reason") == "ErrImageNeverPull"
+        training_status(api, namespace, name), "Running")).get("reason") == "ErrImageNeverPull"
         and c, timeout=120, interval=1)
     assert image in waiting["message"]
     real_node.ctr("images", "tag", f"docker.io/{TRAINER_IMAGE}", f"docker.io/{image}")
@@ -153,7 +150,7 @@ def test_a_missing_claim_is_the_pending_reason_and_an_unwritable_volume_names_th
     api, name = real_node.api(), "r50-claim"
     apply(real_node, namespace, name, checkpoint={"persistentVolumeClaim": {"claimName": name}})
     waiting = wait_for("the claim's absence as the reason", lambda: (c := condition(
-        get_training(api, namespace, name), "Running")).get("reason") == "Unschedulable"
+        training_status(api, namespace, name), "Running")).get("reason") == "Unschedulable"
         and c, timeout=120, interval=1)
     assert f'persistentvolumeclaim "{name}" not found' in waiting["message"]
     # An admin's volume as they often come: a host directory of root's, mode 0755. A
@@ -181,7 +178,7 @@ def test_a_missing_claim_is_the_pending_reason_and_an_unwritable_volume_names_th
     assert f"/checkpoints/{name} is not writable by uid 1000" in reason["message"]
     assert "/checkpoints is owned by uid 0 gid 0, mode 0755" in reason["message"]
     assert "chown -R 1000:1000" in reason["message"]
-    assert failed["status"]["restarts"] == 0  # the same volume would fail again
+    assert failed["restarts"] == 0  # the same volume would fail again
 
 
 def test_deleting_a_training_leaves_no_container_service_or_pod(real_node, namespace):
