@@ -7,22 +7,22 @@ report is due, so the loop never waits on the GPU between reports.
 
 from __future__ import annotations
 
-import datetime
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet50_trainer import live
 from resnet50_trainer.config import TrainConfig
 from resnet50_trainer.distributed import Placement, all_reduce_sum
 from resnet50_trainer.optim import lr_at, set_lr
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from resnet50_trainer.report import Reporter
+
 Mixer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -40,7 +40,6 @@ class StepContext:
     steps_per_epoch: int
     mixer: Mixer | None = None
     ema: torch.optim.swa_utils.AveragedModel | None = None
-    publisher: live.Publisher | None = None  # rank 0's live progress
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -109,8 +108,13 @@ def eta_seconds(steps_left: int, seconds_so_far: float, steps_so_far: int) -> fl
     return steps_left * seconds_so_far / max(1, steps_so_far)
 
 
-def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int) -> EpochResult:
-    """Train over `loader`; `first_step` is the global step this epoch starts at."""
+def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int,
+                    reporter: Reporter) -> EpochResult:
+    """Train over `loader`; `first_step` is the global step this epoch starts at.
+
+    Every --print-freq steps (and at the end) the window's mean loss over all ranks, its
+    throughput and the ETA go to `reporter.step`.
+    """
     cfg, device = ctx.cfg, ctx.where.device
     batch_images = cfg.per_process_batch(ctx.where.world_size) * ctx.where.world_size
     total_steps = cfg.epochs * ctx.steps_per_epoch
@@ -129,8 +133,7 @@ def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int) -> Ep
                 ctx.ema.n_averaged.fill_(0)
         window_loss += loss
         window_steps += 1
-        last = i + 1 == ctx.steps_per_epoch
-        if window_steps == cfg.print_freq or last:
+        if window_steps == cfg.print_freq or i + 1 == ctx.steps_per_epoch:
             # The only host sync of the loop: one all-reduce per report.
             reduced = all_reduce_sum(window_loss.float().reshape(1)).item()
             mean_loss = reduced / (window_steps * ctx.where.world_size)
@@ -138,20 +141,13 @@ def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int) -> Ep
             epoch_steps += window_steps
             _sync(device)
             now = time.perf_counter()
-            rate = window_steps * batch_images / (now - window_start)
-            eta = eta_seconds(total_steps - (step + 1), now - start, i + 1)
-            log.info(
-                "Epoch [%d/%d] [%*d/%d]  loss %.4f  lr %.5f  img/s %.1f  data %.3fs  eta %s",
-                epoch + 1, cfg.epochs, len(str(ctx.steps_per_epoch)), i + 1, ctx.steps_per_epoch,
-                mean_loss, ctx.optimizer.param_groups[0]["lr"], rate,
-                data_seconds / (i + 1), datetime.timedelta(seconds=round(eta)),
+            reporter.step(
+                epoch=epoch + 1, step=i + 1, global_step=step + 1, loss=mean_loss,
+                lr=ctx.optimizer.param_groups[0]["lr"],
+                images_per_second=window_steps * batch_images / (now - window_start),
+                data_seconds=data_seconds / (i + 1),
+                eta_seconds=eta_seconds(total_steps - (step + 1), now - start, i + 1),
             )
-            if ctx.publisher is not None:
-                ctx.publisher.update(
-                    epoch=epoch + 1, epochs=cfg.epochs, step=i + 1,
-                    steps_per_epoch=ctx.steps_per_epoch, global_step=step + 1, loss=mean_loss,
-                    learning_rate=ctx.optimizer.param_groups[0]["lr"],
-                    images_per_second=rate, eta_seconds=eta)
             window_loss.zero_()
             window_steps = 0
             window_start = now

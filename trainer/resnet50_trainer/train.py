@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import random
 import time
 from pathlib import Path
@@ -13,17 +12,21 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from resnet50_trainer import checkpoint, distributed, live
+from resnet50_trainer import checkpoint, distributed
 from resnet50_trainer.config import TrainConfig, validate_world
 from resnet50_trainer.data import build_batch_mixer, build_loaders
 from resnet50_trainer.distributed import Placement
-from resnet50_trainer.engine import EvalResult, StepContext, evaluate, train_one_epoch
+from resnet50_trainer.engine import (
+    EpochResult,
+    EvalResult,
+    StepContext,
+    evaluate,
+    train_one_epoch,
+)
 from resnet50_trainer.errors import ConfigError, RankConfigError
 from resnet50_trainer.model import build_ema, build_model
 from resnet50_trainer.optim import build_optimizer
-from resnet50_trainer.progress import MetricsLog, format_duration, result_line
-
-log = logging.getLogger(__name__)
+from resnet50_trainer.report import Reporter
 
 
 def seed_everything(seed: int, epoch: int = 0, rank: int = 0) -> None:
@@ -111,6 +114,19 @@ class Totals:
     def images_per_second(self) -> float:
         return self.train_images / self.train_seconds if self.train_seconds else 0.0
 
+    def count_epoch(self, trained: EpochResult, steps: int) -> None:
+        self.epoch += 1
+        self.step += steps
+        self.train_images += trained.images
+        self.train_seconds += trained.seconds
+
+    def count_evaluation(self, result: EvalResult | None) -> bool:
+        """Whether `result` is the best Acc@1 so far (strictly better than every earlier)."""
+        if result is None or (self.best_acc1 is not None and not result.acc1 > self.best_acc1):
+            return False
+        self.best_acc1 = result.acc1
+        return True
+
 
 def compat_fields(cfg: TrainConfig, world_size: int, num_classes: int) -> dict[str, Any]:
     """What a checkpoint must agree on to be continued."""
@@ -127,34 +143,24 @@ def run(cfg: TrainConfig) -> None:
     where = distributed.placement_from_env(cfg)
     validate_world(cfg, where.world_size)
     distributed.init(cfg, where)
-    publisher = start_publisher(cfg) if where.is_main else None
+    reporter = Reporter(cfg, where)
     try:
-        Run(cfg, where, publisher).execute()
+        Run(cfg, where, reporter).execute()
     finally:
-        if publisher is not None:
-            publisher.close()
+        reporter.close()
         distributed.shutdown()
 
 
-def start_publisher(cfg: TrainConfig) -> live.Publisher | None:
-    """Rank 0's live progress, when asked for (the operator's pods ask for it)."""
-    if not cfg.metrics_port and not cfg.termination_log:
-        return None
-    try:
-        return live.Publisher(cfg.metrics_port, cfg.termination_log)
-    except OSError as exc:
-        raise ConfigError(f"--metrics-port {cfg.metrics_port}: {exc.strerror}") from None
-
-
 class Run:
-    def __init__(self, cfg: TrainConfig, where: Placement,
-                 publisher: live.Publisher | None = None) -> None:
-        self.cfg, self.where, self.publisher = cfg, where, publisher
+    """One start of a job on this process: what it trains, and the loop. What it says
+    goes through `report` (report.Reporter)."""
+
+    def __init__(self, cfg: TrainConfig, where: Placement, reporter: Reporter) -> None:
+        self.cfg, self.where, self.report = cfg, where, reporter
         self.output_dir = Path(cfg.output_dir)
         if where.is_main:
             checkpoint.check_writable(self.output_dir)
             checkpoint.remove_stale_temporaries(self.output_dir)
-        self.metrics = MetricsLog(self.output_dir) if where.is_main else None
         configure_device(where.device)
         seed_everything(cfg.seed)
         self.loaders = build_loaders(cfg, where)
@@ -229,9 +235,46 @@ class Run:
         checkpoint.prune(self.output_dir, self.cfg.keep_checkpoints)
         if is_best:
             checkpoint.save_atomic(state, self.output_dir / checkpoint.BEST_NAME)
-        log.info("Saved %s", path)
+        self.report.checkpoint_written(path, self.totals.epoch)
 
     # ------------------------------------------------------------ phases
+
+    def execute(self) -> None:
+        started = time.perf_counter()
+        resumed_from = self.restore()
+        if resumed_from is None and self.cfg.test_only:
+            raise ConfigError(
+                f"--test-only needs a checkpoint: none in {self.output_dir} and no --resume"
+            )
+        self.report.started(self.output_dir, resumed_from, self.totals)
+        if self.cfg.test_only:
+            self.report.tested(self.evaluate())
+        else:
+            self.train(started)
+
+    def train(self, started: float) -> None:
+        cfg, where, t = self.cfg, self.where, self.totals
+        ctx = build_step_context(cfg, where, self.model, self.optimizer, self.scaler,
+                                 self.loaders.train_steps, self.loaders.num_classes, self.ema)
+        self.report.training(ctx.steps_per_epoch, ctx.peak_lr, t)
+        final: EvalResult | None = None
+        elapsed_before = t.elapsed_seconds
+        for epoch in range(t.epoch, cfg.epochs):
+            seed_everything(cfg.seed, epoch, where.rank)
+            self.loaders.set_epoch(epoch)
+            trained = train_one_epoch(ctx, self.loaders.train, epoch, t.step, self.report)
+            t.count_epoch(trained, ctx.steps_per_epoch)
+            result = None
+            if t.epoch % cfg.eval_every == 0 or t.epoch == cfg.epochs:
+                result = self.evaluate()
+            is_best = t.count_evaluation(result)
+            t.elapsed_seconds = elapsed_before + time.perf_counter() - started
+            self.report.epoch_end(t, trained, result, lr=self.optimizer.param_groups[0]["lr"])
+            self.save(is_best)
+            final = result
+        if final is None:  # the job had finished before this start: report it again
+            final = self.evaluate()
+        self.report.finished(final, t)
 
     def evaluate(self) -> EvalResult:
         result = evaluate(self.model, self.loaders.val, self.where, self.cfg)
@@ -239,92 +282,8 @@ class Run:
             raise RuntimeError(
                 f"evaluated {result.images} images, the validation set has {self.loaders.val_size}"
             )
-        log.info("Test: Acc@1 %.3f  Acc@5 %.3f  loss %.4f  (%d images)",
-                 result.acc1, result.acc5, result.loss, result.images)
+        self.report.evaluated(result)
         if self.ema is not None:
             ema = evaluate(self.ema.module, self.loaders.val, self.where, self.cfg)
-            log.info("Test (EMA): Acc@1 %.3f  Acc@5 %.3f", ema.acc1, ema.acc5)
+            self.report.evaluated(ema, ema=True)
         return result
-
-    def execute(self) -> None:
-        started = time.perf_counter()
-        resumed_from = self.restore()
-        if resumed_from is not None:
-            log.info("Resumed from %s (epoch %d done, step %d)", resumed_from,
-                     self.totals.epoch, self.totals.step)
-        elif self.cfg.test_only:
-            raise ConfigError(
-                f"--test-only needs a checkpoint: none in {self.output_dir} and no --resume"
-            )
-        if self.metrics:
-            self.metrics.write("start", resumed_from=str(resumed_from) if resumed_from else None,
-                               epoch=self.totals.epoch, world_size=self.where.world_size)
-        if self.cfg.test_only:
-            result = self.evaluate()
-            if self.metrics:
-                self.metrics.write("test", **dataclasses.asdict(result))
-            return
-        self.train(started)
-
-    def train(self, started: float) -> None:
-        cfg, where = self.cfg, self.where
-        ctx = build_step_context(cfg, where, self.model, self.optimizer, self.scaler,
-                                 self.loaders.train_steps, self.loaders.num_classes, self.ema)
-        ctx = dataclasses.replace(ctx, publisher=self.publisher)
-        self.publish(epoch=min(self.totals.epoch + 1, cfg.epochs), epochs=cfg.epochs, step=0,
-                     steps_per_epoch=ctx.steps_per_epoch, global_step=self.totals.step)
-        log.info("Training %s for %d epochs: %d processes x %d images, %d steps per epoch, "
-                 "peak lr %.4f, %s", cfg.model, cfg.epochs, where.world_size,
-                 cfg.per_process_batch(where.world_size), ctx.steps_per_epoch, ctx.peak_lr,
-                 cfg.precision + (" channels_last" if cfg.channels_last else ""))
-        final: EvalResult | None = None
-        elapsed_before = self.totals.elapsed_seconds
-        for epoch in range(self.totals.epoch, cfg.epochs):
-            seed_everything(cfg.seed, epoch, where.rank)
-            self.loaders.set_epoch(epoch)
-            trained = train_one_epoch(ctx, self.loaders.train, epoch, self.totals.step)
-            t = self.totals
-            t.epoch, t.step = epoch + 1, t.step + ctx.steps_per_epoch
-            t.train_images += trained.images
-            t.train_seconds += trained.seconds
-            result = None
-            if t.epoch % cfg.eval_every == 0 or t.epoch == cfg.epochs:
-                result = self.evaluate()
-            is_best = result is not None and (t.best_acc1 is None or result.acc1 > t.best_acc1)
-            if is_best:
-                t.best_acc1 = result.acc1
-            if result is not None:
-                self.publish(top1_accuracy=result.acc1, top5_accuracy=result.acc5)
-            t.elapsed_seconds = elapsed_before + time.perf_counter() - started
-            log.info("Epoch %d/%d done: loss %.4f  %s  time %s  img/s %.1f (all ranks)",
-                     t.epoch, cfg.epochs, trained.loss,
-                     f"Acc@1 {result.acc1:.3f}  Acc@5 {result.acc5:.3f}" if result else "no eval",
-                     format_duration(trained.seconds), trained.images_per_second)
-            if self.metrics:
-                self.metrics.write(
-                    "epoch", epoch=t.epoch, epochs=cfg.epochs, step=t.step, loss=trained.loss,
-                    lr=self.optimizer.param_groups[0]["lr"],
-                    images_per_second=trained.images_per_second,
-                    epoch_seconds=trained.seconds, data_seconds=trained.data_seconds,
-                    **({"acc1": result.acc1, "acc5": result.acc5, "val_loss": result.loss,
-                        "val_images": result.images} if result else {}),
-                )
-            self.save(is_best)
-            self.publish(checkpoint_epoch=t.epoch, checkpoint_timestamp_seconds=time.time())
-            final = result
-        if final is None:  # the job had finished before this start: report it again
-            final = self.evaluate()
-            self.publish(top1_accuracy=final.acc1, top5_accuracy=final.acc5)
-        line = result_line(final.acc1, self.totals.images_per_second,
-                           self.totals.elapsed_seconds, cfg.per_process_batch(where.world_size))
-        log.info("%s", line)
-        if self.metrics:
-            self.metrics.write("result", acc1=final.acc1, acc5=final.acc5,
-                               images_per_second=self.totals.images_per_second,
-                               elapsed_seconds=self.totals.elapsed_seconds, line=line)
-        if self.publisher is not None:
-            self.publisher.finish()
-
-    def publish(self, **values: float) -> None:
-        if self.publisher is not None:
-            self.publisher.update(**values)
