@@ -286,6 +286,49 @@ def test_the_environment_table_is_what_the_operator_sets():
         f"{rows[0].where}: the rendezvous variables (spec.OPERATOR_ENV) should come first"
 
 
+# ------------------------------------------------------------------ the status
+
+
+def test_the_status_fields_table_is_the_status():
+    properties = crd.openapi_schema(spec.ResNet50TrainingStatus)["properties"]
+    rows = table(OPERATOR, "### Fields")
+    documented = {name: r for r in rows for name in ticked(r["Field"])}
+    for name, row in documented.items():
+        node: dict[str, Any] = {"properties": properties}
+        for part in name.split("."):
+            assert part in node.get("properties", {}), f"{row.where}: `{name}` is not a " \
+                "field of the status (spec.ResNet50TrainingStatus)"
+            node = node["properties"][part]
+    missing = sorted(set(properties) - {n.split(".")[0] for n in documented})
+    assert not missing, f"{OPERATOR}: '### Fields' of the status lacks {missing}"
+
+
+@pytest.mark.parametrize(("doc", "heading"), [(OPERATOR, "### kubectl get"),
+                                              ("docs/status.md", "## kubectl get")])
+def test_the_columns_tables_are_the_printer_columns(doc, heading):
+    rows = table(doc, heading, "Column")
+    documented = [ticked(r["Column"])[0] for r in rows]
+    columns = [c["name"].upper() for c in crd.PRINTER_COLUMNS]
+    assert documented == columns, f"{rows[0].where}: kubectl get shows, in order, " \
+        f"{', '.join(columns)} (crd.PRINTER_COLUMNS)"
+    for row, column in zip(rows, crd.PRINTER_COLUMNS, strict=True):
+        path, _, text = row["From"].partition(": ")
+        assert ticked(path) == [column["jsonPath"]], f"{row.where}: {column['name']} " \
+            f"shows {column['jsonPath']}"
+        description = column.get("description", "")
+        assert text.lower() == description.lower(), f"{row.where}: the text after the " \
+            f"path should be the column's description, {description!r}"
+
+
+def test_every_captured_kubectl_get_has_the_printer_columns():
+    header = ["NAME", *(c["name"].upper() for c in crd.PRINTER_COLUMNS)]
+    for doc in sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")]):
+        for number, line in enumerate(doc.read_text().splitlines(), 1):
+            if line.startswith("NAME ") and " RESTARTS " in line and " PHASE " in line:
+                assert line.split() == header, f"{doc.relative_to(ROOT)}:{number}: " \
+                    f"kubectl get r50t prints {' '.join(header)}"
+
+
 # ------------------------------------------------------------------ operator settings
 
 
