@@ -50,6 +50,14 @@ Things a test should know about this cluster (they are Kubernetes', not this fil
 
 The processes get SIGTERM if the thread that started them dies (even by SIGKILL), so a
 killed test run leaves no control plane behind (the CLI's `start` detaches them instead).
+
+They are supervised: one that exits while the control plane is up (a kube-scheduler or
+kube-controller-manager that lost its leader election exits, and would leave pods Pending)
+is started again with the same arguments, after a back-off of 1 s that doubles up to 30 s
+and starts over once a process has run for 60 s; its log says so. A `ControlPlane` in a
+Python process has a thread for that. The CLI's `start` leaves a small supervisor process
+(`controlplane supervise`, recorded in the state file) that starts the control plane and
+watches it; `stop` has it stop the processes, so that nothing is restarted meanwhile.
 """
 
 from __future__ import annotations
@@ -84,6 +92,12 @@ SERVICE_IP = "10.0.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Servi
 BUILD_HINT = "build them with `hack/control-plane/build.sh` (about 15 minutes, once per machine)"
 STATE_FILE = "control-plane.json"
 ETCD_SHM_PREFIX = "resnet50-etcd-"
+# Restarts of a process that exited: back-off from MIN doubling to MAX, back to MIN once the
+# process has run RESET seconds.
+RESTART_DELAY_MIN, RESTART_DELAY_MAX, RESTART_RESET = 1.0, 30.0, 60.0
+SUPERVISE_INTERVAL = 0.5
+# The line by which `controlplane supervise` tells `start` how its start went.
+RESULT_PREFIX = "devcluster-controlplane-result "
 
 
 class ControlPlaneError(RuntimeError):
@@ -299,6 +313,22 @@ def _proc_start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def _running(pid: int, start_time: str | None) -> bool:
+    """Whether the process `pid` that started at `start_time` still runs (a zombie does not)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return start_time is not None and fields[19] == start_time and fields[0] not in "ZX"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers (stop, a sweep of stale etcd directories) see the old text or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def _parent_death_signal() -> Any:
     """preexec_fn that has the child killed (SIGTERM) if the thread that started it dies."""
     try:
@@ -342,18 +372,60 @@ def _remove_workdir(d: Path, *, created: bool) -> None:
 class _Process:
     def __init__(self, name: str, argv: list[str], log: Path, *, detach: bool) -> None:
         self.name, self.argv, self.log = name, argv, log
-        preexec = None
-        if not detach and threading.current_thread() is threading.main_thread():
-            preexec = _parent_death_signal()
-        with open(log, "ab") as out:
-            out.write(f"$ {' '.join(argv)}\n".encode())
+        self.detach = detach
+        self.restarts = 0
+        self._delay = 0.0  # the back-off before the last restart
+        self._restart_at: float | None = None  # when it exited: when to start it again
+        # Tied to the starting thread only if that is the main thread: a test's other thread
+        # may end before the control plane does.
+        self._launch(tie_to_thread=threading.current_thread() is threading.main_thread())
+
+    def _launch(self, *, tie_to_thread: bool) -> None:
+        preexec = _parent_death_signal() if tie_to_thread and not self.detach else None
+        with open(self.log, "ab") as out:
+            out.write(f"$ {' '.join(self.argv)}\n".encode())
             out.flush()
             self.popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=preexec,
             )
         self.pid = self.popen.pid
         self.start_time = _proc_start_time(self.pid)
+        self.started = time.monotonic()
+
+    def supervise(self) -> str | None:
+        """Restart the process once its back-off has passed if it exited. Called by the
+        supervising thread, which the restarted process is tied to (see ControlPlane.stop).
+        Returns "exited" when it first sees the exit, "restarted", or None."""
+        rc = self.popen.poll()
+        if rc is None:
+            return None
+        now = time.monotonic()
+        if self._restart_at is None:
+            ran = now - self.started
+            fresh = ran >= RESTART_RESET or not self._delay
+            self._delay = RESTART_DELAY_MIN if fresh else min(self._delay * 2, RESTART_DELAY_MAX)
+            self._restart_at = now + self._delay
+            self._ran = ran
+            return "exited"
+        if now < self._restart_at:
+            return None
+        self._restart_at = None
+        self.restarts += 1
+        how = f"code {rc}" + (f" (signal {-rc})" if rc < 0 else "")
+        note = (f"devcluster: {self.name} exited with {how} after {self._ran:.1f}s; restarted "
+                f"after {self._delay:g}s (restart {self.restarts})")
+        with open(self.log, "a") as out:
+            out.write(note + "\n")
+        try:
+            self._launch(tie_to_thread=True)
+        except OSError as e:  # its binary went away: keep trying, further apart
+            with open(self.log, "a") as out:
+                out.write(f"devcluster: {self.name} did not start: {e}\n")
+            self.started = now
+            return None
+        print(note, file=sys.stderr, flush=True)
+        return "restarted"
 
     def check_alive(self) -> None:
         rc = self.popen.poll()
@@ -407,7 +479,8 @@ class ControlPlane:
             (e.g. "1h" to keep nodes without a renewed Lease Ready; Kubernetes' default 40s).
         *_args: extra command-line flags, e.g. apiserver_args=["--disable-admission-plugins=
             ServiceAccount"].
-        detach: leave the processes running when this Python process exits (the CLI's start).
+        detach: leave the processes running when this Python process exits, and leave their
+            supervision to the caller: `supervise()` (the CLI's supervisor process).
         crds: CustomResourceDefinitions (dicts, or paths of YAML files, which may hold several
             documents) to create, and wait for, before kube-controller-manager starts: its
             garbage collector then knows the custom resources from the start, instead of
@@ -441,8 +514,10 @@ class ControlPlane:
         self._created_workdir = False
         self._heartbeats: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
         self._ssl: ssl.SSLContext | None = None
         self._t0 = 0.0
+        self.supervisor_state: dict[str, Any] | None = None  # the CLI's, for the state file
 
     # -- lifecycle
 
@@ -487,7 +562,31 @@ class ControlPlane:
                 ) from None
             raise
         self.startup_seconds = time.monotonic() - t0
+        if not self.detach:
+            self._supervisor = threading.Thread(target=self.supervise, args=(self._stopping,),
+                                                name="control-plane-supervisor", daemon=True)
+            self._supervisor.start()
         return self
+
+    def supervise(self, until: threading.Event) -> None:
+        """Restart processes that exit (see the module's docstring) until `until` is set or
+        stop() is called. start() runs this in a thread unless `detach`."""
+        while not until.wait(SUPERVISE_INTERVAL) and not self._stopping.is_set():
+            for p in list(self._procs):
+                event = p.supervise()
+                if event and p.name == "etcd":
+                    # Its data directory in /dev/shm is swept once its owner is gone: while
+                    # etcd is down, the supervising process owns it.
+                    me = os.getpid()
+                    self._write_etcd_owner(*((me, _proc_start_time(me)) if event == "exited"
+                                             else (p.pid, p.start_time)))
+                if event == "restarted" and self.detach:
+                    self._write_state()  # the new pid, for `stop`
+
+    def _write_etcd_owner(self, pid: int, start_time: str | None) -> None:
+        if self._etcd_dir is not None and self.workdir is not None \
+                and self._etcd_dir.parent != self.workdir:
+            _write_atomically(self._etcd_dir.parent / "owner", f"{pid} {start_time}\n")
 
     def _start(self, bins: dict[str, Path]) -> None:
         wd = self.workdir
@@ -512,6 +611,8 @@ class ControlPlane:
         v = f"--v={self.verbosity}"
 
         # etcd: in memory (/dev/shm) when there is room, as fsync on a disk slows every write.
+        # A restart (supervise) finds its data there: --initial-cluster-state=new is ignored
+        # once the data directory holds a member, and the ports stay the same.
         self._etcd_dir = self._etcd_data_dir(wd)
         shutil.rmtree(self._etcd_dir, ignore_errors=True)  # a retry starts from an empty store
         etcd_url = f"http://127.0.0.1:{self.ports['etcd']}"
@@ -523,8 +624,7 @@ class ControlPlane:
             f"--initial-cluster=default={peer_url}", "--initial-cluster-state=new",
             "--logger=zap", "--log-level=warn",
         ])
-        if self._etcd_dir.parent != wd:  # lets a later start remove it if we get killed
-            (self._etcd_dir.parent / "owner").write_text(f"{etcd.pid} {etcd.start_time}\n")
+        self._write_etcd_owner(etcd.pid, etcd.start_time)  # lets a later start remove it
         self._wait(etcd, "etcd /health", lambda: self._etcd_healthy(etcd_url), deadline)
 
         apiserver = self._spawn("kube-apiserver", [
@@ -600,6 +700,11 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop every process (scheduler and controller-manager first, etcd last), remove files."""
         self._stopping.set()
+        # The supervisor first: nothing is restarted from here on. Processes it restarted
+        # are tied to its thread and get SIGTERM as it ends; _stop_processes waits for them.
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
         for t in self._heartbeats:
             t.join(timeout=5)
         self._heartbeats.clear()
@@ -616,6 +721,10 @@ class ControlPlane:
         if self._etcd_dir is not None and self._etcd_dir.parent != self.workdir:
             shutil.rmtree(self._etcd_dir.parent, ignore_errors=True)
         self._etcd_dir = None
+
+    def pids(self) -> dict[str, int]:
+        """{name: pid} of the processes now: a restarted one has a new pid."""
+        return {p.name: p.pid for p in self._procs}
 
     # -- kubernetes client helpers
 
@@ -775,7 +884,9 @@ class ControlPlane:
             "processes": [{"name": p.name, "pid": p.pid, "start_time": p.start_time,
                            "log": str(p.log)} for p in self._procs],
         }
-        (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+        if self.supervisor_state:
+            state["supervisor"] = self.supervisor_state
+        _write_atomically(self.workdir / STATE_FILE, json.dumps(state, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- nodes
@@ -851,6 +962,21 @@ def _default_run_dir() -> Path:
     return Path(tempfile.gettempdir()) / "resnet50-operator-control-plane"
 
 
+def _terminate(name: str, pid: int, start_time: str | None, timeout: float = 10) -> None:
+    """SIGTERM, up to `timeout` seconds to exit, then SIGKILL; nothing if it is gone."""
+    if not _running(pid, start_time):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _running(pid, start_time) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _running(pid, start_time):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    print(f"stopped {name} (pid {pid})", file=sys.stderr)
+
+
 def _stop_dir(d: Path) -> int:
     state_path = d / STATE_FILE
     if not state_path.is_file():
@@ -858,18 +984,16 @@ def _stop_dir(d: Path) -> int:
               file=sys.stderr)
         return 0
     state = json.loads(state_path.read_text())
-    procs = [p for p in reversed(state["processes"])
-             if p["start_time"] and _proc_start_time(p["pid"]) == p["start_time"]]
-    for p in procs:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _proc_start_time(p["pid"]) == p["start_time"] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _proc_start_time(p["pid"]) == p["start_time"]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p["pid"], signal.SIGKILL)
-        print(f"stopped {p['name']} (pid {p['pid']})", file=sys.stderr)
+    supervisor = state.get("supervisor")
+    if supervisor:
+        # It stops the processes itself (it is their parent: nothing is restarted meanwhile,
+        # no zombie is left), in up to 15 s each. What it leaves (it was killed, say) is
+        # stopped below, by the pids it last recorded.
+        _terminate("the supervisor and its processes", supervisor["pid"],
+                   supervisor["start_time"], timeout=15 * len(state["processes"]) + 10)
+        state = json.loads(state_path.read_text())
+    for p in reversed(state["processes"]):
+        _terminate(p["name"], p["pid"], p["start_time"])
     etcd_dir = Path(state.get("etcd_dir") or d / "etcd")
     if etcd_dir.parent != d:
         shutil.rmtree(etcd_dir.parent, ignore_errors=True)
@@ -877,16 +1001,99 @@ def _stop_dir(d: Path) -> int:
     return 0
 
 
+def _start_detached(args: argparse.Namespace) -> int:
+    """`start`: run `supervise` in a session of its own, report how its start went."""
+    d: Path = args.dir
+    if (d / STATE_FILE).exists():
+        print(f"a control plane is already recorded in {d}; run stop first", file=sys.stderr)
+        return 1
+    if d.exists() and any(d.iterdir()):
+        print(f"{d} exists and is not empty; give another --dir", file=sys.stderr)
+        return 1
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    argv = [sys.executable, "-m", "devcluster", "controlplane", "supervise", "--dir", str(d),
+            "--timeout", str(args.timeout), "--address", args.address]
+    if args.node_monitor_grace_period:
+        argv += ["--node-monitor-grace-period", args.node_monitor_grace_period]
+    # Its output comes here until it is ready (then it goes to logs/supervisor.log): neither
+    # it nor the control plane holds on to this command's stdout or stderr.
+    sup = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, start_new_session=True, text=True)
+    assert sup.stdout is not None
+    output = sup.stdout.read().splitlines()
+    result = next((json.loads(line[len(RESULT_PREFIX):]) for line in output
+                   if line.startswith(RESULT_PREFIX)), None)
+    other = "\n".join(line for line in output if not line.startswith(RESULT_PREFIX))
+    if result is None or "error" in result:
+        rc = sup.wait()
+        why = result["error"] if result else f"its supervisor exited with code {rc}"
+        print(f"control plane failed to start: {why}" + (f"\n{other}" if other else ""),
+              file=sys.stderr)
+        return 1
+    print(f"control plane ready in {result['startup_seconds']:.1f}s: {result['server']}",
+          file=sys.stderr)
+    print("  " + ", ".join(f"{k}: {v:.1f}s" for k, v in result["timings"].items()),
+          file=sys.stderr)
+    print(f"supervised by pid {sup.pid}; logs: {d / 'logs'}; stop it with: "
+          f"hack/control-plane/stop.sh --dir {d}", file=sys.stderr)
+    print(f"export KUBECONFIG={result['kubeconfig']}", file=sys.stderr)
+    print(result["kubeconfig"])
+    return 0
+
+
+class _Terminated(BaseException):
+    """SIGTERM while starting: ControlPlane.start stops what it started."""
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    """`supervise` (run by `start`): start the control plane, report on stdout, restart
+    what exits until SIGTERM, then stop the processes (`stop` removes the files)."""
+    def terminated(*_: object) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
+    me = os.getpid()
+    cp = ControlPlane(workdir=args.dir, detach=True, start_timeout=args.timeout,
+                      node_monitor_grace_period=args.node_monitor_grace_period,
+                      address=args.address)
+    log = args.dir / "logs" / "supervisor.log"
+    cp.supervisor_state = {"pid": me, "start_time": _proc_start_time(me), "log": str(log)}
+    try:
+        cp.start()  # on failure it stops what it started and removes its files
+    except (ControlPlaneError, _Terminated) as e:
+        print(RESULT_PREFIX + json.dumps({"error": str(e) or "terminated"}), flush=True)
+        return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(RESULT_PREFIX + json.dumps({
+        "kubeconfig": str(cp.kubeconfig), "server": cp.server,
+        "startup_seconds": cp.startup_seconds, "timings": cp.timings}), flush=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)  # which closes the pipe to `start`, which then returns
+    os.dup2(fd, 2)
+    os.close(fd)
+    print(f"supervising the control plane in {args.dir} (pid {me})", file=sys.stderr, flush=True)
+    cp.supervise(stop)
+    print("SIGTERM: stopping the processes", file=sys.stderr, flush=True)
+    cp._stop_processes()
+    return 0
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("start", help="start a control plane that outlives this command")
-    st.add_argument("--dir", type=Path, default=_default_run_dir(),
-                    help="its state, certificates and logs (default: %(default)s)")
-    st.add_argument("--timeout", type=float, default=180.0)
-    st.add_argument("--node-monitor-grace-period", default=None)
-    st.add_argument("--address", default="127.0.0.1",
-                    help="host address to listen on and advertise (default: %(default)s)")
+    sv = sub.add_parser("supervise", help="what `start` runs in the background: start a "
+                        "control plane, restart its processes when they exit; SIGTERM stops it")
+    for p in (st, sv):
+        p.add_argument("--dir", type=Path, default=_default_run_dir(),
+                       help="its state, certificates and logs (default: %(default)s)")
+        p.add_argument("--timeout", type=float, default=180.0)
+        p.add_argument("--node-monitor-grace-period", default=None)
+        p.add_argument("--address", default="127.0.0.1",
+                       help="host address to listen on and advertise (default: %(default)s)")
     kc = sub.add_parser("kubeconfig", help="write a kubeconfig with a client certificate for "
                         "USER of the control plane in --dir; prints its path")
     kc.add_argument("--dir", type=Path, default=_default_run_dir())
@@ -919,29 +1126,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.cmd == "kubeconfig":
         print(client_kubeconfig(args.dir, args.user, args.group))
         return 0
-
-    d: Path = args.dir
-    if (d / STATE_FILE).exists():
-        print(f"a control plane is already recorded in {d}; run stop first", file=sys.stderr)
-        return 1
-    if d.exists() and any(d.iterdir()):
-        print(f"{d} exists and is not empty; give another --dir", file=sys.stderr)
-        return 1
-    cp = ControlPlane(workdir=d, detach=True, start_timeout=args.timeout,
-                      node_monitor_grace_period=args.node_monitor_grace_period,
-                      address=args.address)
-    try:
-        cp.start()  # on failure it stops what it started and removes its files
-    except ControlPlaneError as e:
-        print(f"control plane failed to start: {e}", file=sys.stderr)
-        return 1
-    print(f"control plane ready in {cp.startup_seconds:.1f}s: {cp.server}", file=sys.stderr)
-    print("  " + ", ".join(f"{k}: {v:.1f}s" for k, v in cp.timings.items()), file=sys.stderr)
-    print(f"logs: {d / 'logs'}; stop it with: hack/control-plane/stop.sh --dir {d}",
-          file=sys.stderr)
-    print(f"export KUBECONFIG={cp.kubeconfig}", file=sys.stderr)
-    print(cp.kubeconfig)
-    return 0
+    if args.cmd == "supervise":
+        return _supervise(args)
+    return _start_detached(args)
 
 
 if __name__ == "__main__":

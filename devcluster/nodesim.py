@@ -146,6 +146,9 @@ class NodeSimulator:
                 c.proc.wait()
 
     def _thread(self, target: Any, *args: Any) -> None:
+        # Not supervised as the control plane's processes are: _loop and keep_lease_fresh
+        # catch what fails and try again next round, so none ends before stop() (a heartbeat
+        # ends only when its Node is deleted).
         t = threading.Thread(target=target, args=args, daemon=True,
                              name=f"nodesim-{target.__name__}")
         t.start()
