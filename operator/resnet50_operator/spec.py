@@ -323,8 +323,8 @@ class ResNet50TrainingSpec(_Model):
                                        description="Where the pods may run.")
     env: list[EnvVar] = Field(
         default_factory=list, max_length=128, description="Extra environment variables of the "
-        "trainer; they win over the operator's NCCL defaults, not over its rendezvous "
-        "variables (MASTER_ADDR, RANK, PET_*, ...).", json_schema_extra=validations(cel(
+        "trainer; they win over the operator's NCCL defaults; its rendezvous variables "
+        f"({', '.join(OPERATOR_ENV)}) may not be set.", json_schema_extra=validations(cel(
             "self.all(e, self.exists_one(f, f.name == e.name))", MSG_ENV_UNIQUE)))
     service_account_name: str | None = Field(None, description="ServiceAccount of the pods.")
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list,
