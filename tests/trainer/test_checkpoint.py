@@ -1,4 +1,8 @@
 import os
+import re
+import subprocess
+import sys
+import zipfile
 
 import pytest
 import torch
@@ -82,3 +86,209 @@ def test_an_output_dir_that_cannot_be_written_is_a_configuration_error(tmp_path)
         checkpoint.check_writable(blocker / "run")
     checkpoint.check_writable(tmp_path / "new" / "run")
     assert list((tmp_path / "new" / "run").iterdir()) == []
+
+
+# ------------------------------------------------------------------ unreadable files
+
+
+def flip_a_byte_of(archive_path, member, header=False):
+    """The archive's bytes with the first byte of a member's contents (or header) changed."""
+    data = bytearray(archive_path.read_bytes())
+    with zipfile.ZipFile(archive_path) as archive:
+        (info,) = [i for i in archive.infolist() if i.filename.endswith("/" + member)]
+    start = info.header_offset  # the local header: 30 bytes, the name, an extra field
+    name_size = int.from_bytes(data[start + 26:start + 28], "little")
+    extra_size = int.from_bytes(data[start + 28:start + 30], "little")
+    data[start if header else start + 30 + name_size + extra_size] ^= 0xFF
+    return bytes(data)
+
+
+def test_each_kind_of_unreadable_file_is_named_with_its_reason(tmp_path):
+    good = tmp_path / "good.pt"
+    checkpoint.save_atomic(state(1), good)
+    cases = {
+        "truncated.pt": (good.read_bytes()[:200], r"^a truncated zip archive$"),
+        "cut-short.pt": (good.read_bytes()[:-10], r"^a truncated zip archive$"),
+        "garbage.pt": (b"\x80\x02 not a checkpoint at all" * 10, r"^not a torch archive$"),
+        "empty.pt": (b"", r"^an empty file$"),
+        "bit-rot.pt": (flip_a_byte_of(good, "data/0"),
+                       r"^a corrupt torch archive \(\S+/data/0 fails its CRC check\)$"),
+        "bad-header.pt": (flip_a_byte_of(good, "data.pkl", header=True), r"^a corrupt "),
+    }
+    for name, (data, reason) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(checkpoint.Unreadable) as caught:
+            checkpoint.load(tmp_path / name)
+        assert caught.value.path == tmp_path / name
+        assert re.match(reason, caught.value.reason), (name, caught.value.reason)
+    torch.save({"something": "else"}, tmp_path / "foreign.pt")
+    with pytest.raises(checkpoint.Unreadable, match=r"not a resnet50-train checkpoint \(no "
+                                                     r"'compat', 'epoch', 'format'"):
+        checkpoint.load(tmp_path / "foreign.pt")
+    with pytest.raises(checkpoint.Unreadable, match=r"\(no 'ema', 'scaler', 'totals'\)"):
+        checkpoint.load(good, checkpoint.RESUME_KEYS)  # a resume reads these too
+    torch.save({**state(1), "format": 99}, tmp_path / "future.pt")
+    with pytest.raises(checkpoint.Unreadable, match=r"format 99, this trainer reads 1"):
+        checkpoint.load(tmp_path / "future.pt")
+
+
+def test_an_unreadable_newest_checkpoint_is_kept_aside_and_the_one_before_resumed(tmp_path,
+                                                                                  caplog):
+    for epoch in (1, 2, 3):
+        checkpoint.save_atomic(state(epoch), checkpoint.epoch_path(tmp_path, epoch))
+    newest = checkpoint.epoch_path(tmp_path, 3)
+    truncated = newest.read_bytes()[:300]
+    newest.write_bytes(truncated)
+    (tmp_path / "checkpoint_epoch0003.pt.unreadable").write_bytes(b"from an earlier failure")
+    path, loaded = checkpoint.newest_valid(tmp_path)
+    assert path == checkpoint.epoch_path(tmp_path, 2) and loaded["epoch"] == 2
+    (warning,) = caplog.messages
+    assert warning == (f"skipping unreadable checkpoint {newest}: a truncated zip archive; "
+                       "kept as checkpoint_epoch0003.pt.unreadable2")
+    # Kept byte for byte, out of the way of the epoch trained again and of pruning.
+    assert (tmp_path / "checkpoint_epoch0003.pt.unreadable2").read_bytes() == truncated
+    assert (tmp_path / "checkpoint_epoch0003.pt.unreadable").read_bytes() == b"from an " \
+                                                                             b"earlier failure"
+    checkpoint.save_atomic(state(3), newest)
+    checkpoint.prune(tmp_path, keep=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint_epoch0003.pt", "checkpoint_epoch0003.pt.unreadable",
+        "checkpoint_epoch0003.pt.unreadable2"]
+
+
+def test_when_no_checkpoint_loads_resuming_stops_and_touches_nothing(tmp_path):
+    checkpoint.epoch_path(tmp_path, 1).write_bytes(b"garbage")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ConfigError) as caught:
+        checkpoint.newest_valid(tmp_path)
+    assert str(caught.value) == (
+        f"cannot resume: checkpoint {checkpoint.epoch_path(tmp_path, 1)} does not load (not a "
+        f"torch archive) and there is no earlier one; move the checkpoint_epoch*.pt files out "
+        f"of {tmp_path} to start afresh, or use another --output-dir")
+    checkpoint.save_atomic(state(2), checkpoint.epoch_path(tmp_path, 2))
+    checkpoint.epoch_path(tmp_path, 2).write_bytes(b"")
+    checkpoint.epoch_path(tmp_path, 3).write_bytes(b"PK\x03\x04 cut")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ConfigError, match=r"checkpoint_epoch0003.pt does not load \(a truncated "
+                                          r"zip archive\) and neither do the 2 earlier ones; "
+                                          r"move"):
+        checkpoint.newest_valid(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_an_incompatible_checkpoint_names_the_options_to_continue_it(tmp_path):
+    saved = state(1, num_classes=10, global_batch_size=256, lr_scheduler="step",
+                  model_ema=True)
+    now = {"model": "resnet50", "num_classes": 10, "global_batch_size": 512,
+           "lr_scheduler": "cosine", "model_ema": False}
+    with pytest.raises(ConfigError) as caught:
+        checkpoint.check_compatible(saved, now, tmp_path / "c.pt")
+    assert str(caught.value) == (
+        f"checkpoint {tmp_path / 'c.pt'} was written by an incompatible configuration "
+        "(global_batch_size: 256 in the checkpoint, 512 now; lr_scheduler: 'step' in the "
+        "checkpoint, 'cosine' now; model_ema: True in the checkpoint, False now); use another "
+        "--output-dir to start afresh, or continue it with the checkpoint's "
+        "--global-batch-size 256 --lr-scheduler step --model-ema")
+
+
+# ------------------------------------------------------------------ resuming, end to end
+
+TINY_RUN = ["--synthetic", "--synthetic-train-size", "2", "--synthetic-val-size", "2", "-b", "2",
+            "--num-classes", "2", "--model", "resnet18", "--train-crop-size", "32",
+            "--val-resize-size", "32", "--val-crop-size", "32", "--device", "cpu", "-j", "0"]
+
+
+def train(output_dir, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "resnet50_trainer", *TINY_RUN, "--output-dir", str(output_dir),
+         *args], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def error_line(proc) -> str:
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.splitlines()
+    return line
+
+
+@pytest.mark.slow
+def test_a_truncated_newest_checkpoint_resumes_from_the_one_before(tmp_path):
+    out = tmp_path / "out"
+    assert train(out, "--epochs", "2").returncode == 0
+    newest = checkpoint.epoch_path(out, 2)
+    truncated = newest.read_bytes()[:1000]
+    newest.write_bytes(truncated)
+    again = train(out, "--epochs", "2")
+    assert again.returncode == 0, again.stderr
+    assert (f"skipping unreadable checkpoint {newest}: a truncated zip archive; kept as "
+            "checkpoint_epoch0002.pt.unreadable\n") in again.stdout
+    assert f"Resumed from {checkpoint.epoch_path(out, 1)} (epoch 1 done" in again.stdout
+    assert (out / "checkpoint_epoch0002.pt.unreadable").read_bytes() == truncated
+    assert checkpoint.load(newest, checkpoint.RESUME_KEYS)["epoch"] == 2  # trained again
+
+
+@pytest.mark.slow
+def test_a_garbage_only_checkpoint_is_a_configuration_error_and_stays(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    garbage = checkpoint.epoch_path(out, 3)
+    garbage.write_bytes(b"these are not the weights you are looking for\n")
+    proc = train(out, "--epochs", "4", "--resume", str(tmp_path / "unused.pt"))
+    assert proc.returncode == 2
+    assert error_line(proc) == (
+        f"resnet50-train: error: cannot resume: checkpoint {garbage} does not load (not a torch "
+        f"archive) and there is no earlier one; move the checkpoint_epoch*.pt files out of "
+        f"{out} to start afresh, or use another --output-dir")
+    assert sorted(p.name for p in out.iterdir()) == [garbage.name]  # nothing started afresh
+    assert garbage.read_bytes() == b"these are not the weights you are looking for\n"
+
+
+@pytest.mark.slow
+def test_an_unreadable_resume_file_is_a_configuration_error(tmp_path):
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    proc = train(tmp_path / "out", "--epochs", "1", "--resume", str(bad))
+    assert proc.returncode == 2
+    assert error_line(proc) == (
+        f"resnet50-train: error: --resume {bad} does not load: a truncated zip archive; give "
+        "another checkpoint, or none to start afresh")
+    assert bad.read_bytes() == b"PK\x03\x04" + b"\0" * 100
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_configuration_names_the_option_and_both_values(tmp_path):
+    out = tmp_path / "out"
+    assert train(out, "--epochs", "1", "--norm-weight-decay", "0").returncode == 0
+    before = checkpoint.epoch_path(out, 1).read_bytes()
+    classes = train(out, "--epochs", "2", "--num-classes", "3", "--norm-weight-decay", "0")
+    assert classes.returncode == 2
+    assert error_line(classes) == (
+        f"resnet50-train: error: checkpoint {checkpoint.epoch_path(out, 1)} was written by an "
+        "incompatible configuration (num_classes: 2 in the checkpoint, 3 now); use another "
+        "--output-dir to start afresh, or continue it with the checkpoint's --num-classes 2")
+    # Not in compat, but the optimizer state fits only the same parameter groups.
+    groups = train(out, "--epochs", "2")
+    assert groups.returncode == 2
+    assert error_line(groups) == (
+        f"resnet50-train: error: checkpoint {checkpoint.epoch_path(out, 1)} groups the "
+        "parameters for weight decay differently (--norm-weight-decay 0.0 in the checkpoint, "
+        "unset now); give the checkpoint's values to continue it, or use another --output-dir")
+    assert checkpoint.epoch_path(out, 1).read_bytes() == before
+    assert train(out, "--epochs", "2", "--norm-weight-decay", "0").returncode == 0
+
+
+@pytest.mark.slow
+def test_a_bug_while_restoring_is_a_crash_with_its_traceback(tmp_path):
+    """A checkpoint of this format whose counters this trainer does not know: only a
+    format change without a new FORMAT_VERSION makes one, a bug, so not exit 2."""
+    out = tmp_path / "out"
+    assert train(out, "--epochs", "1").returncode == 0
+    path = checkpoint.epoch_path(out, 1)
+    saved = checkpoint.load(path)
+    saved["totals"]["renamed_counter"] = 1
+    torch.save(saved, path)
+    proc = train(out, "--epochs", "2")
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "TypeError" in proc.stderr
+    assert "renamed_counter" in proc.stderr.splitlines()[-1]
+    assert "resnet50-train: error" not in proc.stderr

@@ -2,8 +2,9 @@
 
 A checkpoint file appears under its final name only once it is complete and on disk
 (temporary file, fsync, rename, fsync of the directory), so a crash or a kill at any
-moment leaves the previous checkpoints untouched. Files that still fail to load (a
-disk that lied, a truncated copy) are skipped with a warning when resuming.
+moment leaves the previous checkpoints untouched. A file that still fails to load (a
+disk that lied, a truncated copy) is moved aside when resuming, never deleted: the run
+continues from the checkpoint before it, or stops with a ConfigError when none loads.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import zipfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,19 @@ from resnet50_trainer.errors import ConfigError, access_error
 FORMAT_VERSION = 1
 BEST_NAME = "best.pt"
 _EPOCH_FILE = re.compile(r"^checkpoint_epoch(\d+)\.pt$")
-_REQUIRED_KEYS = {"format", "epoch", "step", "model", "optimizer", "compat"}
+_REQUIRED_KEYS = frozenset({"format", "epoch", "step", "model", "optimizer", "compat"})
+RESUME_KEYS = _REQUIRED_KEYS | {"scaler", "ema", "totals"}  # what a run reads to continue
+UNREADABLE_SUFFIX = ".unreadable"
 log = logging.getLogger(__name__)
+
+
+class Unreadable(ValueError):
+    """A checkpoint file that does not load: empty, truncated, not a torch archive, failing
+    a CRC check, or not a checkpoint of this trainer and format. `reason` says which."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
 
 
 def epoch_path(output_dir: Path, epoch: int) -> Path:
@@ -84,36 +98,156 @@ def prune(output_dir: Path, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU; ValueError when it is not one of ours."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not _REQUIRED_KEYS <= state.keys():
-        raise ValueError("not a resnet50-train checkpoint")
+def load(path: Path, keys: Collection[str] = _REQUIRED_KEYS) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU; Unreadable when the file does not load or is not a
+    checkpoint of this format holding `keys`, AccessError when this uid may not read it."""
+    try:
+        problem = _archive_problem(path)
+    except PermissionError as exc:
+        raise access_error("checkpoint", path, "readable", exc) from None
+    except OSError as exc:
+        raise Unreadable(path, f"cannot be read: {exc.strerror}") from None
+    if problem:
+        raise Unreadable(path, problem)
+    try:  # what torch.load raises here comes from the file's contents: any exception
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise Unreadable(path, _torch_load_problem(exc)) from exc
+    if not isinstance(state, dict):
+        raise Unreadable(path, f"not a resnet50-train checkpoint (a {type(state).__name__})")
+    missing = sorted(set(keys) - state.keys())
+    if missing:
+        raise Unreadable(path, "not a resnet50-train checkpoint (no "
+                         + ", ".join(repr(k) for k in missing) + ")")
     if state["format"] != FORMAT_VERSION:
-        raise ValueError(f"format {state['format']}, this trainer reads {FORMAT_VERSION}")
+        raise Unreadable(path, f"format {state['format']}, this trainer reads {FORMAT_VERSION}")
     return state
 
 
-def newest_valid(output_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+def _archive_problem(path: Path) -> str | None:
+    """What is wrong with the file as a zip archive, which torch.save writes. torch.load
+    does not check the CRCs: a flipped bit would load as a wrong weight."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "an empty file"
+    if not zipfile.is_zipfile(path):
+        if head == b"PK\x03\x04":  # a zip archive's start without its end (central directory)
+            return "a truncated zip archive"
+        return "not a torch archive"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
+        return f"a corrupt zip archive ({exc})"
+    return f"a corrupt torch archive ({bad} fails its CRC check)" if bad else None
+
+
+def _torch_load_problem(exc: Exception) -> str:
+    """torch.load's error in one short line."""
+    text = str(exc).strip()
+    unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsupported:  # weights_only refused an object: not one of our checkpoints
+        return f"not a resnet50-train checkpoint (it holds a {unsupported[1]})"
+    first = text.splitlines()[0].split(". ")[0] if text else ""
+    return f"a corrupt torch archive ({type(exc).__name__}{': ' + first if first else ''})"
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint out of the resume order, keeping its bytes:
+    NAME.unreadable (NAME.unreadable2, ... when that exists)."""
+    aside, n = path.with_name(path.name + UNREADABLE_SUFFIX), 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}{UNREADABLE_SUFFIX}{n}")
+    os.rename(path, aside)
+    return aside
+
+
+def newest_valid(output_dir: Path,
+                 keys: Collection[str] = _REQUIRED_KEYS) -> tuple[Path, dict[str, Any]] | None:
+    """The newest per-epoch checkpoint that loads with `keys`, None when there is none.
+
+    A newer one that does not load is moved aside (set_aside) with a warning that names it
+    and why: the epoch trained again would otherwise overwrite it. When files exist but
+    none loads, a ConfigError says so and what to do, and every file stays in place.
+    """
+    unreadable: list[Unreadable] = []
     for path in epoch_checkpoints(output_dir):
         try:
-            return path, load(path)
-        except Exception as exc:  # any unreadable file: try the one before it
-            log.warning("skipping unreadable checkpoint %s: %s", path, exc)
-    return None
+            state = load(path, keys)
+        except Unreadable as exc:
+            unreadable.append(exc)
+            continue
+        for bad in unreadable:
+            log.warning("skipping unreadable checkpoint %s: %s; kept as %s",
+                        bad.path, bad.reason, set_aside(bad.path).name)
+        return path, state
+    if not unreadable:
+        return None
+    newest, earlier = unreadable[0], len(unreadable) - 1
+    raise ConfigError(
+        f"cannot resume: checkpoint {newest.path} does not load ({newest.reason})"
+        + (f" and neither do the {earlier} earlier ones" if earlier > 1 else
+           " and neither does the earlier one" if earlier else " and there is no earlier one")
+        + f"; move the checkpoint_epoch*.pt files out of {output_dir} to start afresh, "
+        "or use another --output-dir"
+    )
+
+
+# The options behind each field of `compat`, to say how to continue a checkpoint.
+_COMPAT_OPTIONS = {"model": "--model", "num_classes": "--num-classes",
+                   "global_batch_size": "--global-batch-size", "lr_scheduler": "--lr-scheduler"}
+
+
+def _option_for(key: str, value: Any) -> str | None:
+    if key == "model_ema":
+        return "--model-ema" if value else "--no-model-ema"
+    return f"{_COMPAT_OPTIONS[key]} {value}" if key in _COMPAT_OPTIONS else None
 
 
 def check_compatible(state: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
     """Refuse to continue a run whose model or optimisation would silently change."""
     found = state["compat"]
-    diffs = [
-        f"{key}: {found.get(key)!r} in the checkpoint, {value!r} now"
-        for key, value in expected.items()
-        if found.get(key) != value
-    ]
-    if diffs:
-        raise ConfigError(
-            f"checkpoint {path} was written by an incompatible configuration ("
-            + "; ".join(diffs)
-            + "); use another --output-dir to start afresh"
-        )
+    differing = [key for key, value in expected.items() if found.get(key) != value]
+    if not differing:
+        return
+    diffs = [f"{key}: {found.get(key)!r} in the checkpoint, {expected[key]!r} now"
+             for key in differing]
+    options = [o for key in differing if (o := _option_for(key, found.get(key))) is not None]
+    raise ConfigError(
+        f"checkpoint {path} was written by an incompatible configuration ("
+        + "; ".join(diffs)
+        + "); use another --output-dir to start afresh"
+        + (", or continue it with the checkpoint's " + " ".join(options) if options else "")
+    )
+
+
+# The options that decide how the optimizer groups the parameters (optim.parameter_groups).
+_GROUPING_OPTIONS = {"weight_decay": "--weight-decay", "norm_weight_decay": "--norm-weight-decay",
+                     "bias_weight_decay": "--bias-weight-decay"}
+
+
+def check_param_groups(state: dict[str, Any], optimizer: torch.optim.Optimizer,
+                       config: dict[str, Any], path: Path) -> None:
+    """The optimizer state fits only the same parameter groups (one per weight decay):
+    refuse another grouping with the options that made it, as check_compatible does."""
+    saved = [len(group["params"]) for group in state["optimizer"].get("param_groups", [])]
+    now = [len(group["params"]) for group in optimizer.param_groups]
+    if saved == now:
+        return
+    old = state.get("config") or {}
+
+    def shown(value: Any) -> str:
+        return "unset" if value is None else str(value)
+
+    diffs = [f"{option} {shown(old[key])} in the checkpoint, {shown(config[key])} now"
+             for key, option in _GROUPING_OPTIONS.items()
+             if key in old and old[key] != config[key]]
+    raise ConfigError(
+        f"checkpoint {path} groups the parameters for weight decay differently ("
+        + ("; ".join(diffs) or f"{len(saved)} groups in the checkpoint, {len(now)} now")
+        + "); give the checkpoint's values to continue it, or use another --output-dir"
+    )

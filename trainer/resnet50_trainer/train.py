@@ -180,38 +180,64 @@ class Run:
         The newest valid checkpoint of --output-dir wins over --resume, which only starts
         a job whose output dir is still empty: a restarted job continues its own progress.
         """
-        # Rank 0 picks, so every rank continues from the same file.
-        newest = checkpoint.newest_valid(self.output_dir) if self.where.is_main else None
-        found = distributed.broadcast_from_main(str(newest[0]) if newest else None)
+        # Rank 0 picks, so every rank continues from the same file, or stops with its error.
+        newest, error = None, None
+        if self.where.is_main:
+            try:
+                newest = checkpoint.newest_valid(self.output_dir, checkpoint.RESUME_KEYS)
+            except ConfigError as exc:  # files there, none loads: never start afresh over them
+                error = exc
+        found, error = distributed.broadcast_from_main(
+            (str(newest[0]) if newest else None, error))
+        if error is not None:
+            raise error
         if found:
             return Path(found), (newest[1] if newest else None)
         return (Path(self.cfg.resume) if self.cfg.resume else None), None
 
+    def _load(self, path: Path) -> dict[str, Any]:
+        """Read a checkpoint that rank 0 has not read for this rank (--resume, other ranks)."""
+        rank = self.where.rank
+        from_resume = self.cfg.resume is not None and path == Path(self.cfg.resume)
+        if not path.is_file():
+            raise RankConfigError(
+                f"checkpoint {path} is not readable on rank {rank}"
+                + ("" if self.cfg.resume else ": --output-dir must be shared by all nodes")
+            )
+        try:
+            return checkpoint.load(path, checkpoint.RESUME_KEYS)
+        except checkpoint.Unreadable as exc:  # the file stays as it is: the user decides
+            if from_resume:
+                raise RankConfigError(f"--resume {path} does not load: {exc.reason}; give "
+                                      "another checkpoint, or none to start afresh") from None
+            raise RankConfigError(f"checkpoint {path} does not load on rank {rank} "
+                                  f"({exc.reason}) but did on rank 0: --output-dir must be "
+                                  "shared by all nodes") from None
+
     def restore(self) -> Path | None:
+        """Continue from a checkpoint, if there is one. An unreadable file is a ConfigError
+        unless an earlier one loads (checkpoint.newest_valid); a checkpoint of another
+        configuration is a ConfigError naming the options; anything else is a bug."""
         path, state = self._find_checkpoint()
         if path is None:
             return None
         if state is None:
-            if not path.is_file():
-                raise RankConfigError(
-                    f"checkpoint {path} is not readable on rank {self.where.rank}"
-                    + ("" if self.cfg.resume else ": --output-dir must be shared by all nodes")
-                )
-            try:
-                state = checkpoint.load(path)
-            except Exception as exc:
-                raise RankConfigError(f"cannot load checkpoint {path}: {exc}") from None
+            state = self._load(path)
         # Evaluation only needs the same network; continuing training needs all of compat.
         expected = self.compat
         if self.cfg.test_only:
-            expected = {k: self.compat[k] for k in ("model", "num_classes")}
+            keys = ("model", "num_classes", *(("model_ema",) if self.ema is not None else ()))
+            expected = {k: self.compat[k] for k in keys}
         checkpoint.check_compatible(state, expected, path)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state["scaler"]:  # empty when saved without amp
-            self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+        if not self.cfg.test_only:  # the optimizer and the scaler only matter to training
+            checkpoint.check_param_groups(state, self.optimizer, dataclasses.asdict(self.cfg),
+                                          path)
+            self.optimizer.load_state_dict(state["optimizer"])
+            if state["scaler"]:  # empty when saved without amp
+                self.scaler.load_state_dict(state["scaler"])
         self.totals = Totals(**state["totals"])
         return path
 
