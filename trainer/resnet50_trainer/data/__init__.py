@@ -1,0 +1,3 @@
+"""Datasets, transforms and loaders: see data.loaders (split into modules next)."""
+
+from resnet50_trainer.data.loaders import *  # noqa: F403
