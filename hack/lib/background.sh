@@ -9,7 +9,11 @@ start() {
   echo $! >"${dir}/${name}.pid"
 }
 
-alive() { [[ -f "${dir}/$1.pid" ]] && kill -0 "$(cat "${dir}/$1.pid")" 2>/dev/null; }
+# running PID: the process exists and has not exited. An exited one that nobody reaped (a
+# zombie: on machines whose PID 1 does not reap orphans) answers kill -0, so ps decides.
+running() { [[ $(ps -o stat= -p "$1" 2>/dev/null) =~ ^[^Z] ]]; }
+
+alive() { [[ -f "${dir}/$1.pid" ]] && running "$(cat "${dir}/$1.pid")"; }
 
 # stop NAME: SIGTERM, up to 10 s to exit, then SIGKILL
 stop() {
@@ -17,7 +21,7 @@ stop() {
   [[ -f "${pidfile}" ]] || return 0
   pid=$(cat "${pidfile}")
   if kill "${pid}" 2>/dev/null; then
-    for _ in $(seq 100); do kill -0 "${pid}" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 100); do running "${pid}" || break; sleep 0.1; done
     kill -9 "${pid}" 2>/dev/null || true
     say "stopped $1"
   fi
