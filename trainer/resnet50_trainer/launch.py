@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import torch
 
 from resnet50_trainer.config import TrainConfig
-from resnet50_trainer.data import check_data_path
+from resnet50_trainer.data.layouts import check_data_path
 from resnet50_trainer.errors import ConfigError
 
 

@@ -14,7 +14,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from resnet50_trainer import checkpoint, distributed
 from resnet50_trainer.config import TrainConfig, validate_world
-from resnet50_trainer.data import build_batch_mixer, build_loaders
+from resnet50_trainer.data.loaders import build_loaders
+from resnet50_trainer.data.transforms import build_batch_mixer
 from resnet50_trainer.distributed import Placement
 from resnet50_trainer.engine import (
     EpochResult,
