@@ -84,7 +84,11 @@ def test_torchvision_scheduler_names_are_accepted():
     [
         ([], "--data-path is required"),
         ([*SYNTH, "--precision", "fp8"], "invalid choice: 'fp8'"),
-        ([*SYNTH, "-b", "0"], "must be at least 1"),
+        ([*SYNTH, "-b", "0"], "^argument -b/--batch-size: must be a whole number of at least 1, "
+         "got '0'$"),
+        ([*SYNTH, "--epochs", "x"], "^argument --epochs: must be a whole number of at least 1, "
+         "got 'x'$"),  # not argparse's "invalid _positive_int value"
+        ([*SYNTH, "--metrics-port", "70000"], "must be a port number \\(0 to 65535\\), got"),
         ([*SYNTH, "--lr-steps", "60", "30"], "--lr-steps must increase"),
         ([*SYNTH, "--epochs", "5", "--lr-warmup-epochs", "5"], "must be shorter than --epochs"),
         ([*SYNTH, "--nnodes", "2", "--node-rank", "2"], "--node-rank must be in 0..1"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,34 +148,25 @@ def _default(name: str) -> Any:
     return _FIELDS[name].default
 
 
-def _number(text: str, convert: type, what: str) -> Any:
-    """argparse's type= helpers: a message that says what was expected (argparse would
-    otherwise name the helper function)."""
-    try:
-        return convert(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+def _number(convert: Callable[[str], Any], what: str,
+            ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse type= whose message says what was expected (argparse's own would name
+    this helper)."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    value = _number(text, int, "a whole number of at least 1")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _number(text, int, "a port number (0 to 65535)")
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number (0 to 65535), got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _number(text, float, "a number of at least 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+_positive_int = _number(int, "a whole number of at least 1", lambda v: v >= 1)
+_port = _number(int, "a port number (0 to 65535)", lambda v: 0 <= v <= 65535)
+_non_negative_float = _number(float, "a number of at least 0", lambda v: v >= 0)
 
 
 def _scheduler(text: str) -> str:
