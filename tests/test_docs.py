@@ -699,3 +699,18 @@ def test_the_documented_defaults_are_train_configs():
         else:
             assert documented == default, f"{row.where}: {action.dest} defaults to " \
                 f"{default!r} (TrainConfig), the table says {row['Default']}"
+
+
+# ------------------------------------------------------------------ architecture.md
+
+
+def test_every_file_the_where_to_change_table_names_exists():
+    """Paths may be given from the root or, after the first, from their package."""
+    files = {p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*")
+             if ".git" not in p.parts and ".venv" not in p.parts}
+    for row in table("docs/architecture.md", "## Where do I change X"):
+        for path in [t for t in ticked(row["Edit"]) + ticked(row["Tests that pin it down"])
+                     if re.fullmatch(r"[\w./-]+(\.py|/)", t)]:
+            path = path.rstrip("/")
+            assert any(f == path or f.endswith("/" + path) for f in files), \
+                f"{row.where}: `{path}` names no file or folder of the repository"
