@@ -164,6 +164,11 @@ for target in "${TARGETS[@]}"; do
     docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" "${BUILD_FLAGS[@]}" \
         --target "$target" --tag "$tag" "$ROOT"
     SECONDS_TAKEN[$target]=$((SECONDS - start))
+    # The build this tag named before is now an untagged image: its own layers go (6 GB of
+    # the trainer's venv), not the cached layers of the stages before it.
+    docker image prune --force --filter \
+        "label=org.opencontainers.image.title=$(docker image inspect --format \
+            '{{index .Config.Labels "org.opencontainers.image.title"}}' "$tag")" >/dev/null
 done
 
 # --- 5. into containerd ------------------------------------------------------------

@@ -181,6 +181,18 @@ load_images() {
   echo "${inputs}" >"${cache}/node/images-built"
 }
 
+# The kubelet's CRI names each image it uses once more, by its ID (sha256:...): when one of
+# our tags moves to a new build, that name keeps the old build (6 GB for the trainer) for
+# ever. Names by ID or digest whose image no tag points to any more go; containerd then
+# collects the content.
+remove_replaced_images() {
+  local stale
+  mapfile -t stale < <(ctr_ images ls 2>/dev/null | awk 'NR > 1 {
+      ref[$1] = $3; if ($1 !~ /^sha256:|@sha256:/) tagged[$3] = 1 }
+    END { for (r in ref) if (r ~ /^sha256:|@sha256:/ && !(ref[r] in tagged)) print r }')
+  ((${#stale[@]} == 0)) || { ctr_ images rm "${stale[@]}" >/dev/null; say "removed ${#stale[@]} replaced image name(s)"; }
+}
+
 # The builds that need no running node, for a machine that has other work meanwhile (CI
 # runs this while the control plane compiles: mostly downloads and disk against its CPU).
 # up then finds CoreDNS and pause built, and docker's layers of both images cached.
@@ -308,6 +320,7 @@ up() {
   start containerd containerd --config "${dir}/containerd.toml"
   wait_for 30 containerd ctr_ version
   load_images
+  remove_replaced_images
   local t_images=${SECONDS}
 
   start kubelet "${bin}/kubelet" --config "${dir}/kubelet.yaml" \
