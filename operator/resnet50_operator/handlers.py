@@ -102,13 +102,23 @@ def _sweep(memo: kopf.Memo) -> None:
     interval = memo.settings.reconcile_interval_seconds
     while not memo.stopping.wait(interval):
         try:
-            namespaces = [memo.settings.namespace] if memo.settings.namespace else [None]
-            for namespace in namespaces:
-                for item in _list_trainings(memo, namespace):
-                    meta = item["metadata"]
-                    reconcile_one(memo, meta["namespace"], meta["name"])
-        except Exception:  # the next sweep tries again; the operator keeps running
+            sweep_once(memo)
+        except Exception:  # the list failed: the next sweep tries again
             log.exception("sweep failed")
+
+
+def sweep_once(memo: kopf.Memo) -> None:
+    """Reconcile every training once. Each is its own failure domain: an error on one is
+    logged with its name and the sweep goes on to the next, so one training's bad spec or
+    refused pod never stops the back-offs, deadlines and TTLs of the others."""
+    namespaces = [memo.settings.namespace] if memo.settings.namespace else [None]
+    for namespace in namespaces:
+        for item in _list_trainings(memo, namespace):
+            meta = item["metadata"]
+            try:
+                reconcile_one(memo, meta["namespace"], meta["name"])
+            except Exception:
+                log.exception("%s/%s: reconcile failed", meta["namespace"], meta["name"])
 
 
 def _list_trainings(memo: kopf.Memo, namespace: str | None) -> list[dict[str, Any]]:
@@ -217,11 +227,28 @@ def _read_progress(memo: kopf.Memo, t: render.Training, status: ResNet50Training
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+# A pod's endpoint is the tenant's code: whatever it serves, a read takes no longer and no
+# more memory than this (the trainer's own text is under 2 KB).
+METRICS_READ_SECONDS = 3.0
+METRICS_READ_BYTES = 1 << 20
+
+
 def read_gauges(ip: str, port: int) -> dict[str, float]:
-    """The trainer's progress gauges, from its metrics endpoint at ip:port."""
+    """The trainer's progress gauges, from its metrics endpoint at ip:port. ValueError when
+    the answer is larger than METRICS_READ_BYTES; TimeoutError when it is not all there
+    after METRICS_READ_SECONDS, however slowly it trickles (the deadline is checked after
+    each receive, which may itself wait as long)."""
     host = f"[{ip}]" if ":" in ip else ip
-    with _DIRECT.open(f"http://{host}:{port}/metrics", timeout=2) as response:
-        return contract.parse_gauges(response.read().decode(errors="replace"))
+    deadline = time.monotonic() + METRICS_READ_SECONDS
+    with _DIRECT.open(f"http://{host}:{port}/metrics", timeout=METRICS_READ_SECONDS) as response:
+        body = bytearray()
+        while chunk := response.read1(65536):  # one recv at a time: the deadline is checked
+            body += chunk
+            if len(body) > METRICS_READ_BYTES:
+                raise ValueError(f"metrics larger than {METRICS_READ_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"metrics not read within {METRICS_READ_SECONDS} s")
+        return contract.parse_gauges(body.decode(errors="replace"))
 
 
 def _create(memo: kopf.Memo, decision: reconcile.Decision, body: dict[str, Any]) -> str | None:

@@ -196,3 +196,65 @@ def test_what_is_kept_per_training_goes_with_it():
     memo.locks[("ml", "r50")], memo.progress_read[("ml", "r50")] = threading.Lock(), 1.0
     handlers.on_training_event(type="DELETED", namespace="ml", name="r50", memo=memo)
     assert (memo.locks, memo.progress_read) == ({}, {})
+
+
+def test_one_trainings_error_does_not_stop_the_sweep_for_the_others(monkeypatch, caplog):
+    listed = [{"metadata": {"namespace": ns, "name": name}}
+              for ns, name in (("a", "poison"), ("b", "healthy"), ("b", "other"))]
+    api = SimpleNamespace(list_cluster_custom_object=lambda *args: {"items": listed})
+    reconciled = []
+
+    def reconcile_one(memo, namespace, name):
+        if name == "poison":
+            raise ApiException(status=403, reason="exceeded quota")
+        reconciled.append(f"{namespace}/{name}")
+
+    monkeypatch.setattr(handlers, "reconcile_one", reconcile_one)
+    handlers.sweep_once(SimpleNamespace(settings=OperatorSettings(), custom=api))
+    assert reconciled == ["b/healthy", "b/other"]
+    assert [r.getMessage() for r in caplog.records] == ["a/poison: reconcile failed"]
+
+
+class Hostile(http.server.BaseHTTPRequestHandler):
+    """A tenant's /metrics: a huge answer, or one that trickles a byte at a time."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.send_response(200)
+        self.end_headers()
+        try:
+            if self.path == "/huge/metrics":
+                self.wfile.write(b"resnet50_epoch 1\n" * 200_000)  # 3.4 MB
+            else:
+                for _ in range(600):
+                    self.wfile.write(b"#")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+        except OSError:  # the reader gave up
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(("kind", "error"), [("huge", ValueError), ("slow", TimeoutError)])
+def test_a_hostile_metrics_endpoint_is_cut_short(monkeypatch, kind, error):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(handlers, "METRICS_READ_SECONDS", 1.0)
+    # the path tells the server which answer to give
+    monkeypatch.setattr(handlers, "_DIRECT", _prefixing(handlers._DIRECT, f"/{kind}"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(error):
+            handlers.read_gauges("127.0.0.1", server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - started < 2.5  # the deadline and at most one receive more
+
+
+def _prefixing(opener, prefix):
+    """An opener that asks for PREFIX/metrics instead of /metrics."""
+    return SimpleNamespace(open=lambda url, timeout: opener.open(
+        url.replace("/metrics", f"{prefix}/metrics"), timeout=timeout))
