@@ -53,14 +53,16 @@ def test_the_operator_reports_each_exit_code_as_the_contract_says(code):
     assert (failure.reason, failure.retryable) == (contract.EXIT_CLASSES[code].reason, False)
 
 
-@pytest.mark.parametrize(("code", "reason", "retryable"), [
-    (contract.EXIT_CRASH, "Error", False),
-    (137, "OOMKilled", True),
-    (143, "Error", True),
+@pytest.mark.parametrize(("code", "kubelet_reason", "reason", "retryable"), [
+    (contract.EXIT_CRASH, "Error", "Error", False),
+    (137, "OOMKilled", "OOMKilled", True),
+    (137, "Error", "Killed", True),  # SIGKILL: retried, so it must not read as a crash
+    (143, "Error", "Terminated", True),
+    (129, "", "Signal", True),
 ])
-def test_a_crash_is_final_and_a_signal_is_retried(code, reason, retryable):
+def test_a_crash_is_final_and_a_signal_is_retried(code, kubelet_reason, reason, retryable):
     pod = reconcile.PodView(name="r50-0", index=0, attempt=0, phase="Failed", exit_code=code,
-                            container_reason=reason)
+                            container_reason=kubelet_reason)
     failure = reconcile.classify(pod)
     assert (failure.reason, failure.retryable) == (reason, retryable)
 

@@ -486,26 +486,33 @@ def _strings(e: ast.expr, assigned: dict[str, list[ast.expr]],
     if isinstance(e, ast.Name) and e.id not in seen:
         return [s for v in assigned.get(e.id, [])
                 for s in _strings(v, assigned, seen | {e.id})]
+    if isinstance(e, ast.Call) and f"{_callee(e)}()" not in seen:  # what the function returns
+        key = f"{_callee(e)}()"
+        return [s for v in assigned.get(key, []) for s in _strings(v, assigned, seen | {key})]
     return []
 
 
 def literals_passed_as(parameter: str) -> list[Literal]:
     """The string literals the operator passes as `parameter` (reason, type_) to its own
     functions and dataclasses: directly, as `x or "Default"` or `a if c else b`, through a
-    variable assigned before, or as the element of a tuple that a function returns and the
-    caller unpacks (_why_waiting). Reasons relayed from a pod, an Event or the contract are
-    not literals and are not found."""
+    variable assigned before, as what a function of its own returns (_signal_reason), or as
+    the element of a tuple that a function returns and the caller unpacks (_why_waiting).
+    Reasons relayed from a pod, an Event or the contract are not literals and are not
+    found."""
     trees = {path: ast.parse(path.read_text()) for path in EMITTING}
     index: dict[str, int] = {}
     returns: dict[str, list[ast.Tuple]] = {}  # function -> the tuples it returns
+    results: dict[str, list[ast.expr]] = {}  # "function()" -> whatever else it returns
     for tree in trees.values():
         index.update(_parameter_index(tree, parameter))
         for f in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
-            returns[f.name] = [r.value for r in ast.walk(f)
-                               if isinstance(r, ast.Return) and isinstance(r.value, ast.Tuple)]
+            values = [r.value for r in ast.walk(f) if isinstance(r, ast.Return) and r.value]
+            returns[f.name] = [v for v in values if isinstance(v, ast.Tuple)]
+            results[f"{f.name}()"] = [v for v in values if not isinstance(v, ast.Tuple)]
     found: list[Literal] = []
     for path, tree in trees.items():
-        assigned: dict[str, list[ast.expr]] = {}  # variable -> what it may be assigned
+        # variable -> what it may be assigned; "function()" -> what it may return
+        assigned: dict[str, list[ast.expr]] = {k: list(v) for k, v in results.items()}
         for a in (n for n in ast.walk(tree) if isinstance(n, ast.Assign)):
             target = a.targets[0]
             if isinstance(target, ast.Name):

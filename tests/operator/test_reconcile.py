@@ -136,7 +136,7 @@ def test_master_done_before_the_worker_is_still_running():
     [
         pytest.param(pod(1, "Failed", exit_code=137, container_reason="OOMKilled"), True,
                      "OOMKilled", id="oom-137"),
-        pytest.param(pod(1, "Failed", exit_code=143, container_reason="Error"), True, "Error",
+        pytest.param(pod(1, "Failed", exit_code=143, container_reason="Error"), True, "Terminated",
                      id="sigterm-143"),
         pytest.param(pod(1, "Failed", pod_reason="Evicted", pod_message="low on memory"), True,
                      "Evicted", id="evicted"),
@@ -209,10 +209,10 @@ def test_a_configuration_error_fails_at_once_and_keeps_the_failed_pod():
     [
         pytest.param([pod(0, "Failed", exit_code=1, finished_at=later(1)),
                       pod(1, "Failed", exit_code=137, finished_at=NOW)],
-                     "Restarting", "Signal", id="peer-exits-1-after-a-kill"),
+                     "Restarting", "Killed", id="peer-exits-1-after-a-kill"),
         pytest.param([pod(0, "Failed", exit_code=1, finished_at=NOW),
                       pod(1, "Failed", exit_code=137, finished_at=NOW)],
-                     "Restarting", "Signal", id="same-second"),
+                     "Restarting", "Killed", id="same-second"),
         pytest.param([pod(0, "Failed", exit_code=1, finished_at=NOW),
                       pod(1, "Failed", exit_code=137, finished_at=later(60))],
                      "Failed", "Error", id="crash-first-then-a-kill"),

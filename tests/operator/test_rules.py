@@ -146,7 +146,7 @@ HUNG = {**RUNNING, "training": TrainingProgress(global_step=10, last_progress_ti
     (RUNNING, [pod(0), pod(1, "Failed", exit_code=2)], True, "Failed", "ConfigurationError"),
     (RUNNING, [pod(0)], True, "Restarting", "PodDeleted"),  # pod 1 vanished
     ({**RUNNING, "restarts": 3}, [pod(0), pod(1, "Failed", exit_code=143)], True, "Failed",
-     "Signal"),  # budget spent; the cause is kept in lastFailure
+     "Terminated"),  # budget spent; the cause is kept in lastFailure
     (HUNG, [pod(0), pod(1)], True, "Restarting", "NoProgress"),
 ], ids=["healthy", "oom-killed", "config-error", "pod-vanished", "budget-spent", "hung"])
 def test_failed(status, pods, decided, phase, reason):

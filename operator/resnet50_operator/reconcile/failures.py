@@ -38,8 +38,8 @@ def classify(pod: PodView) -> Failure | None:
             return Failure(pod.name, True, pod.pod_reason, message, code, at)
         if code is None:
             return Failure(pod.name, True, pod.container_reason or "Failed", message)
-        if contract.retried(code):  # killed by a signal: OOM kill (137), SIGTERM, ...
-            return Failure(pod.name, True, pod.container_reason or "Signal", message, code, at)
+        if contract.retried(code):  # killed by a signal: the OOM killer, SIGTERM, ...
+            return Failure(pod.name, True, _signal_reason(pod, code), message, code, at)
         known = contract.EXIT_CLASSES.get(code)  # else a crash: the container's own reason
         reason = known.reason if known else pod.container_reason or "Error"
         return Failure(pod.name, False, reason, message, code, at)
@@ -62,6 +62,15 @@ def root_cause(failures: list[Failure]) -> Failure:
     candidates = [f for f in failures if first is None or f.finished_at is None
                   or f.finished_at - first <= SAME_INCIDENT]
     return next((f for f in candidates if f.retryable), candidates[0])
+
+
+def _signal_reason(pod: PodView, code: int) -> str:
+    """The kubelet's reason when it says more than "Error" (OOMKilled), else the signal's:
+    Killed (SIGKILL), Terminated (SIGTERM) or Signal. A kill is retried; a crash, which
+    the kubelet also calls Error, is not: the two must not read the same."""
+    signal = code - contract.SIGNAL_EXIT_BASE
+    named = "Killed" if signal == 9 else "Terminated" if signal == 15 else "Signal"
+    return pod.container_reason if pod.container_reason not in ("", "Error") else named
 
 
 def _tail(text: str) -> str:
