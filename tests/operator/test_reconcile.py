@@ -172,6 +172,7 @@ def test_a_retryable_failure_restarts_the_whole_group():
     assert (st.phase, st.restarts, st.attempt, st.pods_created) == ("Restarting", 1, 1, False)
     assert st.restart_at == timestamp(later(10))
     assert st.restart_history[0].reason == "OOMKilled" and st.restart_history[0].attempt == 0
+    assert st.restart_history[0].message == "pod r50-1 exit code 137 (OOMKilled): epoch 3 step 10"
     assert st.last_failure.exit_code == 137 and st.last_failure.message == "epoch 3 step 10"
     assert condition(d, "Restarting").status == "True"
     (event,) = d.events
@@ -319,6 +320,25 @@ def test_a_finished_training_stops_pods_its_last_decision_left_running():
 
 
 # ------------------------------------------------------------------ invalid specs
+
+
+def test_the_restart_history_keeps_one_line_of_a_long_log():
+    tail = "\n".join([f"step {i}" for i in range(300)] + ["RuntimeError: NCCL timeout", ""])
+    crash = pod(1, "Failed", exit_code=137, container_message=tail)
+    d = run(status(phase="Running"), [pod(0), crash])
+    assert d.status.restart_history[0].message == \
+        "pod r50-1 exit code 137 (Killed): RuntimeError: NCCL timeout"
+    assert d.status.last_failure.message.endswith("step 299\nRuntimeError: NCCL timeout")
+    (event,) = d.events
+    assert event.message.endswith("step 299\nRuntimeError: NCCL timeout")
+
+
+def test_a_refused_pod_ends_the_running_condition_too():
+    waiting = run(ResNet50TrainingStatus(), [], service=False).status  # Running=False, waiting
+    d = reject(waiting, "the apiserver refused Pod r50-0: forbidden", NOW, generation=1)
+    running = condition(d, "Running")
+    assert (running.status, running.reason) == ("False", "InvalidSpec")
+    assert running.message == "the apiserver refused Pod r50-0: forbidden"
 
 
 def test_an_invalid_spec_fails_once_and_a_fixed_one_starts_afresh():

@@ -70,6 +70,10 @@ def reject(status: ResNet50TrainingStatus, message: str, now: dt.datetime,
     """
     conditions = set_condition(status.conditions, "Failed", "True", "InvalidSpec", message, now,
                                generation)
+    # A Running condition left from before (WaitingForPods, say) would contradict it.
+    if find_condition(conditions, "Running"):
+        conditions = set_condition(conditions, "Running", "False", "InvalidSpec", message, now,
+                                   generation)
     new = status.model_copy(update={"phase": "Failed", "conditions": conditions,
                                     "observed_generation": generation})
     events = [] if status.phase == "Failed" else [Event("Warning", "InvalidSpec", message)]

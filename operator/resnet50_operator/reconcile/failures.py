@@ -12,6 +12,7 @@ from resnet50_trainer import contract
 # failures that end this close to the first one are one event, and a retryable cause wins.
 SAME_INCIDENT = dt.timedelta(seconds=5)
 MESSAGE_TAIL = 1000  # characters of a termination message kept in status
+ONE_LINE = 200  # characters of it in one line of the restart history
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,16 @@ class Failure:
     exit_code: int | None = None
     finished_at: dt.datetime | None = None
 
-    def describe(self) -> str:
+    def describe(self, one_line: bool = False) -> str:
+        """pod NAME exit code C (REASON): MESSAGE; `one_line`: only the message's last
+        non-empty line, cut to ONE_LINE characters (a log's tail is many lines)."""
         code = f" exit code {self.exit_code}" if self.exit_code is not None else ""
         text = f"pod {self.pod}{code} ({self.reason})"
-        return f"{text}: {self.message}" if self.message else text
+        message = self.message
+        if one_line:
+            last = next((ln.strip() for ln in reversed(message.splitlines()) if ln.strip()), "")
+            message = last if len(last) <= ONE_LINE else last[:ONE_LINE - 3] + "..."
+        return f"{text}: {message}" if message else text
 
 
 def classify(pod: PodView) -> Failure | None:

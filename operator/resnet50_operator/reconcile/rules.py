@@ -220,8 +220,9 @@ def failed(p: Pass) -> bool:
 def _restart(p: Pass, cause: Failure) -> None:
     policy, st = p.spec.restart_policy, p.status
     backoff = min(policy.backoff_seconds * 2 ** st.restarts, policy.max_backoff_seconds)
+    # The whole log tail is in lastFailure and the Event; the history keeps one line each.
     record = RestartRecord(attempt=st.attempt, time=timestamp(p.now), reason=cause.reason,
-                           message=cause.describe())
+                           message=cause.describe(one_line=True))
     p.delete(p.current)
     p.nodes(0)
     p.update(
