@@ -51,6 +51,13 @@ def restarted(plane: ControlPlane, name: str, old: int) -> int | None:
     return pid if pid != old and running(pid) else None
 
 
+def kill_and_wait_for_restart(plane: ControlPlane, name: str) -> int:
+    """SIGKILL the process `name`; the pid of the one started in its place."""
+    old = plane.pids()[name]
+    os.kill(old, signal.SIGKILL)
+    return wait_for(f"a new {name}", lambda: restarted(plane, name, old))
+
+
 def test_the_back_off_doubles_to_its_ceiling_and_starts_over(tmp_path, monkeypatch):
     monkeypatch.setattr(controlplane, "RESTART_DELAY_MIN", 0.05)
     monkeypatch.setattr(controlplane, "RESTART_DELAY_MAX", 0.2)
@@ -90,9 +97,7 @@ def plane() -> Iterator[ControlPlane]:
 
 @pytest.mark.cluster
 def test_a_killed_scheduler_is_restarted_and_schedules_pods(plane):
-    old = plane.pids()["kube-scheduler"]
-    os.kill(old, signal.SIGKILL)
-    wait_for("a new kube-scheduler", lambda: restarted(plane, "kube-scheduler", old))
+    kill_and_wait_for_restart(plane, "kube-scheduler")
 
     core = client.CoreV1Api(plane.api_client())
     core.create_namespaced_pod("default", client.V1Pod(
@@ -110,9 +115,7 @@ def test_a_killed_scheduler_is_restarted_and_schedules_pods(plane):
 @pytest.mark.cluster
 def test_a_killed_etcd_is_restarted_with_its_data(plane):
     plane.create_namespace("before-the-restart")
-    old = plane.pids()["etcd"]
-    os.kill(old, signal.SIGKILL)
-    new = wait_for("a new etcd", lambda: restarted(plane, "etcd", old))
+    new = kill_and_wait_for_restart(plane, "etcd")
 
     core = client.CoreV1Api(plane.api_client())
     wait_for("the namespace read back", lambda: quietly(
@@ -127,9 +130,7 @@ def test_a_killed_etcd_is_restarted_with_its_data(plane):
 
 @pytest.mark.cluster
 def test_a_killed_apiserver_is_restarted(plane):
-    old = plane.pids()["kube-apiserver"]
-    os.kill(old, signal.SIGKILL)
-    wait_for("a new kube-apiserver", lambda: restarted(plane, "kube-apiserver", old))
+    kill_and_wait_for_restart(plane, "kube-apiserver")
     core = client.CoreV1Api(plane.api_client())
     wait_for("the API to answer", lambda: quietly(lambda: core.list_namespace().items),
              timeout=90)
