@@ -1,5 +1,8 @@
 """Rank 0's live progress: the Prometheus text, its endpoint and the termination log."""
 
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -54,6 +57,76 @@ def test_a_reader_that_hung_up_is_no_error():
     handler.path, handler.request_version, handler.wfile = "/metrics", "HTTP/1.1", HungUp()
     handler.requestline, handler.command = "GET /metrics HTTP/1.1", "GET"
     handler.do_GET()  # returns quietly
+
+
+def test_idle_connections_neither_grow_the_threads_nor_lock_a_reader_out():
+    """A scanner's 100 connections that never send a request: the trainer serves at most
+    MAX_CONNECTIONS of them at a time, each for its short time, and a real read gets through."""
+    publisher = live.Publisher(port=free_port(), request_seconds=0.25)
+    publisher.update(epoch=2, global_step=20)
+    before = threading.active_count()
+    most, done = [before], threading.Event()
+
+    def count_threads() -> None:
+        while not done.wait(0.01):
+            most.append(threading.active_count())
+
+    counter = threading.Thread(target=count_threads, daemon=True)
+    counter.start()
+    idle = []
+    try:
+        idle = [socket.create_connection(("127.0.0.1", publisher.port), timeout=5)
+                for _ in range(100)]
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{publisher.port}/metrics",
+                                    timeout=5) as response:
+            assert parse_gauges(response.read().decode()) == {"epoch": 2, "global_step": 20}
+        assert time.monotonic() - started < 5
+    finally:
+        done.set()
+        counter.join()
+        for connection in idle:
+            connection.close()
+        publisher.close()
+    # the counter, the handlers, and as many again that gave back their slot but have not
+    # quite ended: bounded all the same, where each connection's own thread would be 100
+    assert max(most) <= before + 1 + 2 * live.MAX_CONNECTIONS
+
+
+def test_an_idle_connection_is_closed_after_the_timeout():
+    publisher = live.Publisher(port=free_port(), request_seconds=0.25)
+    try:
+        with socket.create_connection(("127.0.0.1", publisher.port), timeout=5) as idle:
+            started = time.monotonic()
+            assert idle.recv(1) == b""  # the server hung up, long before this side's 5 s
+            assert time.monotonic() - started < 3
+    finally:
+        publisher.close()
+
+
+def test_a_trickled_request_is_cut_off_at_its_deadline():
+    """A byte every 50 ms never trips a timeout per receive; the request's deadline does."""
+    publisher = live.Publisher(port=free_port(), request_seconds=0.25)
+    try:
+        with socket.create_connection(("127.0.0.1", publisher.port), timeout=5) as slow:
+            slow.sendall(b"GET /metrics HTTP/1.0\r\nX-Slow: ")
+            slow.settimeout(0.05)
+
+            def hung_up() -> bool:  # waits 50 ms for the server to
+                try:
+                    return slow.recv(1) == b""
+                except TimeoutError:
+                    return False
+                except ConnectionResetError:  # ... with a byte it had not read
+                    return True
+
+            started = time.monotonic()
+            while not (closed := hung_up()) and time.monotonic() - started < 5:
+                slow.sendall(b"x")
+            assert closed
+            assert time.monotonic() - started < 3
+    finally:
+        publisher.close()
 
 
 def test_the_final_figures_are_left_in_the_termination_log(tmp_path):
