@@ -35,6 +35,23 @@ BAD_SPECS = [
             "spec.dataset.subPath", s.MSG_SUB_PATH),
     BadSpec("checkpoint-subpath-escapes", {"checkpoint": {**PVC, "subPath": "runs/../../x"}},
             "spec.checkpoint.subPath", s.MSG_SUB_PATH),
+    BadSpec("dataset-subpath-absolute", {"dataset": {**PVC, "subPath": "/abs"}},
+            "spec.dataset.subPath", s.MSG_SUB_PATH),
+    BadSpec("image-with-a-space", {"image": "my image"}, "spec.image", s.MSG_IMAGE),
+    BadSpec("image-in-uppercase", {"image": "UPPER/Case"}, "spec.image", s.MSG_IMAGE),
+    BadSpec("extra-args-output-dir", {"training": {"extraArgs": ["--output-dir", "/x"]}},
+            "spec.training.extraArgs[0]", s.OPERATOR_OPTION_MESSAGES["--output-dir"]),
+    BadSpec("extra-args-nnodes", {"training": {"extraArgs": ["--nnodes=3"]}},
+            "spec.training.extraArgs[0]", s.OPERATOR_OPTION_MESSAGES["--nnodes"]),
+    BadSpec("extra-args-epochs", {"training": {"extraArgs": ["--epochs", "5"]}},
+            "spec.training.extraArgs[0]", s.OPERATOR_OPTION_MESSAGES["--epochs"]),
+    # argparse reads an unambiguous prefix as the option; torchrun users write '_' for '-'.
+    BadSpec("extra-args-abbreviated", {"training": {"extraArgs": ["--wd", "0", "--out=/x"]}},
+            "spec.training.extraArgs[2]", s.OPERATOR_OPTION_MESSAGES["--output-dir"]),
+    BadSpec("extra-args-underscores", {"training": {"extraArgs": ["--nproc_per_node=8"]}},
+            "spec.training.extraArgs[0]", s.OPERATOR_OPTION_MESSAGES["--nproc-per-node"]),
+    BadSpec("extra-args-short-option", {"training": {"extraArgs": ["-b256"]}},
+            "spec.training.extraArgs[0]", s.OPERATOR_OPTION_MESSAGES["-b"]),
     BadSpec("negative-memory", {"resources": {"memory": "-1Gi"}}, "spec.resources.memory",
             s.MSG_QUANTITY),
     BadSpec("zero-cpu", {"resources": {"cpu": "0"}}, "spec.resources.cpu", s.MSG_QUANTITY),
@@ -54,6 +71,19 @@ BAD_SPECS = [
     BadSpec("backoff-above-its-bound", {"restartPolicy": {"backoffSeconds": 600,
                                                           "maxBackoffSeconds": 300}},
             "spec.restartPolicy.maxBackoffSeconds", s.MSG_BACKOFF),
+]
+
+# Changes that both accept, close to the rules above.
+GOOD_CHANGES = [
+    {"image": "resnet50-operator/trainer:0.1.0"},
+    {"image": "localhost:5000/a/b@sha256:" + "0123456789abcdef" * 4},
+    {"image": "nvcr.io/nvidia/pytorch:24.01-py3"},
+    {"image": "registry.example.com:443/team/sub_team/trainer.v2:1.0__rc-1"},
+    {"dataset": {**PVC, "subPath": "imagenet/2012..old/"}},
+    {"checkpoint": {**PVC, "subPath": "runs/r50"}},
+    {"training": {"extraArgs": ["--label-smoothing=0.1", "--lr-steps", "30", "60", "--seed",
+                                "-1", "--synthetic-train-size", "64", "--data-backend", "gpu",
+                                "--global-batch-size", "1024", "--no-compile"]}},
 ]
 
 

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from resnet50_trainer.contract import PRECISIONS, PRESET_NAMES
+from resnet50_trainer.contract import OPERATOR_FLAGS, PRECISIONS, PRESET_NAMES, Flag
 
 GROUP = "resnet50.dev"
 VERSION = "v1alpha1"
@@ -57,7 +57,11 @@ MSG_DATASET_SOURCE = "set exactly one of persistentVolumeClaim, hostPath and nfs
 MSG_SYNTHETIC_TAKES_NO_VOLUME = "synthetic data takes no volume: remove " \
     "persistentVolumeClaim, hostPath and nfs, or set synthetic: false"
 MSG_CHECKPOINT_SOURCE = "set exactly one of persistentVolumeClaim and hostPath"
-MSG_SUB_PATH = "must stay inside the volume: no '..' component"
+MSG_SUB_PATH = "must stay inside the volume: a relative path, with no leading '/' and no " \
+    "'..' component"
+MSG_IMAGE = "must be an image reference such as registry.example.com/team/trainer:1.0"
+# Only the fallback: the rule's messageExpression names the option (OPERATOR_OPTION_MESSAGES).
+MSG_OPERATOR_OPTION = "an option the operator sets: set its spec field instead"
 MSG_QUANTITY = "must be a positive quantity such as 32, 500m or 256Gi"
 MSG_ENV_NAME = "must be printable ASCII characters other than '='"
 MSG_ENV_RESERVED = " is set by the operator (the rendezvous of the pods)"  # after the name
@@ -66,9 +70,54 @@ MSG_ENV_UNIQUE = "each variable may be set only once"
 MSG_PROCESSES = "processesPerNode is for CPU trainings (gpusPerNode: 0); with GPUs each pod " \
     "runs one process per GPU"
 MSG_BACKOFF = "must be at least backoffSeconds, the first wait"
-# Also the regular expressions of two rules, in the dialect both RE2 (CEL) and Python read.
-DOT_DOT_COMPONENT = r"(^|/)[.][.](/|$)"
+# Also the regular expressions of rules, in the dialect both RE2 (CEL) and Python read; no
+# backslashes, which a CEL string literal would read as its own escapes.
+OUTSIDE_VOLUME = r"^/|(^|/)[.][.](/|$)"
 ENV_NAME = r"^[ -<>-~]+$"
+# distribution/reference's grammar, less IPv6 hosts and digests other than sha256:
+# [host[:port]/]path[:tag][@sha256:hex], the path in lowercase.
+_HOST_COMPONENT = "[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_PATH_COMPONENT = "[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = (f"^({_HOST_COMPONENT}([.]{_HOST_COMPONENT})*(:[0-9]+)?/)?"
+                   f"{_PATH_COMPONENT}(/{_PATH_COMPONENT})*"
+                   "(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+# The option an argument gives to argparse: --name of --name=value, -b of -b256.
+OPTION = r"^--[^= ]+|^-[^- ]"
+
+# Options the trainer must not get from spec.training.extraArgs, and what sets them instead:
+# extraArgs come last on the command line, where they would silently win over the spec.
+# Every option the operator renders (contract.OPERATOR_FLAGS), their other spellings, and
+# the launch and rendezvous options, which the pods' PET_* environment sets (torchrun's
+# --rdzv-* the trainer would refuse anyway; whoever writes them means the rendezvous).
+_RENDEZVOUS = "the operator (the rendezvous of the pods)"
+_SET_BY = {
+    Flag.METRICS_PORT: "the operator (RESNET50_OPERATOR_METRICS_PORT)",
+    Flag.PRESET: "spec.training.preset",
+    Flag.SYNTHETIC: "spec.dataset.synthetic",
+    Flag.DATA_PATH: "the operator from spec.dataset",
+    Flag.OUTPUT_DIR: "the operator from spec.checkpoint",
+    Flag.DEVICE: "the operator from spec.gpusPerNode",
+    Flag.PRECISION: "spec.training.precision",
+    Flag.EPOCHS: "spec.training.epochs",
+    Flag.BATCH_SIZE: "spec.training.batchSize",
+    Flag.LR: "spec.training.lr",
+    Flag.WORKERS: "spec.training.workers",
+    Flag.PRINT_FREQ: "spec.training.printFreq",
+    Flag.CHANNELS_LAST: "spec.training.channelsLast",
+    Flag.NO_CHANNELS_LAST: "spec.training.channelsLast",
+}
+OPERATOR_OPTIONS = {
+    **{flag: _SET_BY.get(flag, "the operator") for flag in OPERATOR_FLAGS},
+    "-b": "spec.training.batchSize",
+    "-j": "spec.training.workers",
+    "--amp": "spec.training.precision",
+    "--resume": "the operator, which resumes from the newest checkpoint of spec.checkpoint",
+    "--nnodes": "the operator from spec.nodes",
+    "--nproc-per-node": "the operator from spec.gpusPerNode or spec.processesPerNode",
+    **dict.fromkeys(("--node-rank", "--master-addr", "--master-port", "--rdzv-backend",
+                     "--rdzv-endpoint", "--rdzv-id", "--rdzv-conf"), _RENDEZVOUS),
+}
+OPERATOR_OPTION_MESSAGES = {flag: f"{flag} is set by {by}" for flag, by in OPERATOR_OPTIONS.items()}
 
 
 def cel(rule: str, message: str, **more: str) -> dict[str, str]:
@@ -92,9 +141,38 @@ def _positive_quantity(value: str) -> str:
 
 
 def _inside_volume(value: str) -> str:
-    if re.search(DOT_DOT_COMPONENT, value):
+    if re.search(OUTSIDE_VOLUME, value):
         raise ValueError(MSG_SUB_PATH)
     return value
+
+
+def _image_reference(value: str) -> str:
+    if not re.fullmatch(IMAGE_REFERENCE, value):
+        raise ValueError(MSG_IMAGE)
+    return value
+
+
+def _not_an_operator_option(arg: str) -> str:
+    # argparse takes an unambiguous prefix for the option (--out for --output-dir): refuse
+    # every prefix of an operator option; torchrun's habit, '_' for '-', too.
+    if option := re.search(OPTION, arg):
+        name = option[0].replace("_", "-")
+        for flag, message in OPERATOR_OPTION_MESSAGES.items():
+            if flag.startswith(name):
+                raise ValueError(message)
+    return arg
+
+
+def _operator_option_rule() -> dict[str, str]:
+    """The CEL twin of _not_an_operator_option: the flags in a list, whose order (unlike a
+    map's) picks the same flag as the model when a prefix names several."""
+    name = f"self.find('{OPTION}').replace('_', '-')"
+    flags = "[" + ", ".join(f"'{f}'" for f in OPERATOR_OPTION_MESSAGES) + "]"
+    messages = "{" + ", ".join(f"'{f}': '{m}'" for f, m in OPERATOR_OPTION_MESSAGES.items()) \
+        + "}"
+    return cel(f"self.find('{OPTION}') == '' || !{flags}.exists(f, f.startsWith({name}))",
+               MSG_OPERATOR_OPTION,
+               messageExpression=f"{messages}[{flags}.filter(f, f.startsWith({name}))[0]]")
 
 
 Quantity = Annotated[str, AfterValidator(_positive_quantity), Field(
@@ -102,7 +180,13 @@ Quantity = Annotated[str, AfterValidator(_positive_quantity), Field(
         "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))", MSG_QUANTITY)))]
 SubPath = Annotated[str, AfterValidator(_inside_volume), Field(
     max_length=1024, json_schema_extra=validations(cel(
-        f"!self.matches('{DOT_DOT_COMPONENT}')", MSG_SUB_PATH)))]
+        f"!self.matches('{OUTSIDE_VOLUME}')", MSG_SUB_PATH)))]
+# The lengths bound the rules' cost, which the apiserver checks when it takes the CRD.
+ImageReference = Annotated[str, AfterValidator(_image_reference), Field(
+    max_length=512, json_schema_extra=validations(cel(
+        f"self.matches('{IMAGE_REFERENCE}')", MSG_IMAGE)))]
+TrainerArg = Annotated[str, AfterValidator(_not_an_operator_option), Field(
+    max_length=512, json_schema_extra=validations(_operator_option_rule()))]
 
 
 class PersistentVolumeClaimRef(_Model):
@@ -192,8 +276,10 @@ class TrainingOptions(_Model):
                              "images of the global batch.")
     workers: int | None = Field(None, ge=0, description="DataLoader workers per process.")
     print_freq: int | None = Field(None, ge=1, description="Log every N steps.")
-    extra_args: list[str] = Field(default_factory=list, description="More resnet50-train "
-                                  "arguments, appended as given.")
+    extra_args: list[TrainerArg] = Field(
+        default_factory=list, max_length=128, description="More resnet50-train arguments, "
+        "appended as given; not the options the operator sets (--output-dir, --epochs, "
+        "--nnodes, ...): set their spec fields instead.")
 
 
 class ResourcesSpec(_Model):
@@ -298,8 +384,8 @@ class ResNet50TrainingSpec(_Model):
         "self.gpusPerNode == 0 || self.processesPerNode == 1", MSG_PROCESSES,
         fieldPath=".processesPerNode")))
 
-    image: str | None = Field(None, description="Trainer image; default: the operator's "
-                              "configured trainer image.")
+    image: ImageReference | None = Field(None, description="Trainer image; default: the "
+                                         "operator's configured trainer image.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="When the kubelet pulls the image.")
     nodes: int = Field(1, ge=1, le=1024, description="Pods, one per node.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from bad_specs import BAD_SPECS, valid_spec
+from bad_specs import BAD_SPECS, GOOD_CHANGES, valid_spec
 from kube import create_training
 from kubernetes.client.rest import ApiException
 
@@ -36,6 +36,11 @@ def test_the_apiserver_refuses_with_the_rules_message(api, namespace, case):
 
 def test_the_valid_spec_of_the_cases_is_accepted(api, namespace):
     create_training(api, namespace, training(valid_spec()))
+
+
+@pytest.mark.parametrize("change", GOOD_CHANGES, ids=str)
+def test_the_apiserver_accepts_what_the_model_accepts(api, namespace, change):
+    create_training(api, namespace, training(valid_spec(**change)))
 
 
 def test_a_name_too_long_for_the_pods_is_refused_at_apply(api, namespace):

@@ -69,6 +69,12 @@ def test_cel_rules_come_from_the_model_with_their_messages():
     for quantity in (s["shmSize"], s["resources"]["properties"]["memory"]):
         assert quantity["x-kubernetes-validations"][0]["message"] == spec.MSG_QUANTITY
         assert quantity["maxLength"] == 64  # bounds the rule's cost, which the apiserver checks
+    assert s["image"]["x-kubernetes-validations"][0]["message"] == spec.MSG_IMAGE
+    extra_args = s["training"]["properties"]["extraArgs"]
+    assert (extra_args["maxItems"], extra_args["items"]["maxLength"]) == (128, 512)  # the cost
+    (option_rule,) = extra_args["items"]["x-kubernetes-validations"]
+    assert option_rule["message"] == spec.MSG_OPERATOR_OPTION
+    assert "messageExpression" in option_rule  # names the option and its spec field
     (name_rule,) = schema["x-kubernetes-validations"]
     assert name_rule["rule"] == "self.metadata.name.size() <= 56"
 
