@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
-from resnet50_operator import statusview
+from resnet50_operator import leader, statusview
 from resnet50_operator.settings import OperatorSettings
 
 
@@ -50,10 +51,31 @@ def run_operator(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Standalone: one replica, no peering objects to grant RBAC for.
-    kopf.run(standalone=True, clusterwide=namespace is None,
-             namespaces=[namespace] if namespace else [],
-             liveness_endpoint=args.liveness or None, memo=kopf.Memo(settings=settings))
+    # Of several replicas only the holder of the Lease runs kopf (leader.py); the others
+    # wait, answering the probes meanwhile. SIGTERM ends the wait, or kopf, cleanly: a
+    # leader then releases the Lease, and a standby takes over at once.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # kopf installs its own while it runs
+    elector = leader.Elector(leader.coordination_api(), leader.lease_namespace(namespace),
+                             leader.identity())
+    health = leader.serve_health(args.liveness) if args.liveness else None
+    try:
+        elector.wait_until_leader()
+        if health:
+            health.shutdown()
+            health.server_close()
+        # A leader that cannot renew in time exits (elector.lost): the Deployment restarts it
+        # as a standby. Stopping kopf from the inside would keep it acting for a while.
+        elector.keep_renewing()
+        # Standalone: the Lease, not kopf's peering, keeps the replicas from acting at once.
+        kopf.run(standalone=True, clusterwide=namespace is None,
+                 namespaces=[namespace] if namespace else [],
+                 liveness_endpoint=args.liveness or None, memo=kopf.Memo(settings=settings))
+    finally:
+        elector.release()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -163,8 +163,8 @@ def test_the_operator_killed_mid_job_comes_back_without_duplicates(api, namespac
     second = Operator(cluster, tmp_path / "operator-2.log", namespace=namespace,
                       settings={"RENDEZVOUS_PORT": operator.env[
                           "RESNET50_OPERATOR_RENDEZVOUS_PORT"]}).start()
-    try:
-        done = wait_phase(api, namespace, "opkill", "Succeeded")
+    try:  # the second takes over once the first one's Lease has expired (about 17 s)
+        done = wait_phase(api, namespace, "opkill", "Succeeded", timeout=180)
     finally:
         second.stop()
 

@@ -199,8 +199,8 @@ def test_deleting_a_training_leaves_no_container_service_or_pod(real_node, names
 def test_the_operator_needed_no_more_than_its_rbac(real_node):
     """Last in this file: the in-cluster operator ran every training above with only the
     permissions of manifests/operator/rbac.yaml."""
-    log = real_node.kubectl("logs", "-n", "resnet50-operator",
-                            "deployment/resnet50-operator").stdout
+    log = real_node.kubectl("logs", "-n", "resnet50-operator", "--tail=-1", "--prefix", "-l",
+                            "app.kubernetes.io/name=resnet50-operator").stdout  # both replicas
     account = "system:serviceaccount:resnet50-operator:resnet50-operator"
     denied = re.findall(rf'forbidden: User \\?"{account}\\?" cannot [^"\\]*', log)
     assert not denied, denied

@@ -29,3 +29,21 @@ def test_the_deployment_runs_the_operator_image_as_its_service_account():
     (container,) = pod["containers"]
     assert container["image"].startswith("resnet50-operator/operator:")
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_two_replicas_elect_a_leader_on_a_lease_the_rbac_grants():
+    """leader.py: the Lease lives in the operator's namespace (POD_NAMESPACE) when it
+    watches every namespace, and the ClusterRole lets it do what the Elector calls."""
+    from resnet50_operator import leader
+
+    (deployment,) = documents(MANIFESTS / "operator" / "deployment.yaml")
+    assert deployment["spec"]["replicas"] == 2
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert leader.DEFAULT_NAMESPACE == deployment["metadata"]["namespace"]
+    role = next(d for d in documents(MANIFESTS / "operator" / "rbac.yaml")
+                if d["kind"] == "ClusterRole")
+    (rule,) = (r for r in role["rules"] if "leases" in r["resources"])
+    assert rule["apiGroups"] == ["coordination.k8s.io"]
+    assert sorted(rule["verbs"]) == sorted(leader.VERBS)
