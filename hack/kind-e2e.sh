@@ -94,6 +94,10 @@ kind load docker-image --name "$CLUSTER_NAME" "$OPERATOR_IMAGE" "$TRAINER_IMAGE"
 
 step "deploying the operator (kubectl apply -k manifests/operator)"
 "${KUBECTL[@]}" apply -k manifests/operator
+# The operator's policy allows no hostPath by default; the example keeps its checkpoints in
+# this one (docs/security.md).
+"${KUBECTL[@]}" -n resnet50-operator set env deployment/resnet50-operator \
+    RESNET50_OPERATOR_ALLOWED_HOST_PATH_PREFIXES=/tmp/resnet50-checkpoints
 "${KUBECTL[@]}" wait --for condition=established --timeout 60s \
     crd/resnet50trainings.resnet50.dev
 "${KUBECTL[@]}" -n resnet50-operator rollout status deployment/resnet50-operator --timeout 180s

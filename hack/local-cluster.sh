@@ -12,7 +12,9 @@
 #                                   # follow `kubectl get r50t` to the end, down
 #
 # Environment: LOCAL_CLUSTER_DIR (default ${TMPDIR:-/tmp}/resnet50-local-cluster),
-# PYTHON (default .venv/bin/python), NODES (2), GPUS_PER_NODE (8), DEMO_TIMEOUT (900 s).
+# PYTHON (default .venv/bin/python), NODES (2), GPUS_PER_NODE (8), DEMO_TIMEOUT (900 s),
+# RESNET50_OPERATOR_ALLOWED_HOST_PATH_PREFIXES (/tmp/resnet50-checkpoints) and the operator's
+# other RESNET50_OPERATOR_* settings (docs/operator.md#operator-settings).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,7 +53,11 @@ up() {
   kubectl wait --for condition=Established --timeout 60s crd/resnet50trainings.resnet50.dev >/dev/null
   start nodes "${devcluster[@]}" nodes --kubeconfig "${KUBECONFIG}" \
     --workdir "${dir}/nodes" --nodes "${NODES:-2}" --gpus "${GPUS_PER_NODE:-8}"
-  start operator "${python}" -m resnet50_operator --liveness ''
+  # The operator's policy allows no hostPath by default; the CPU smoke example keeps its
+  # checkpoints in /tmp/resnet50-checkpoints. Set the variable to allow other directories.
+  local host_paths=${RESNET50_OPERATOR_ALLOWED_HOST_PATH_PREFIXES:-/tmp/resnet50-checkpoints}
+  start operator env "RESNET50_OPERATOR_ALLOWED_HOST_PATH_PREFIXES=${host_paths}" \
+    "${python}" -m resnet50_operator --liveness ''
   for _ in $(seq 150); do
     [[ $(kubectl get nodes --no-headers 2>/dev/null | grep -c ' Ready ') -ge "${NODES:-2}" ]] && break
     alive nodes || die "the node simulator stopped: ${dir}/nodes.log"

@@ -332,6 +332,10 @@ up() {
 
   kubectl apply -f "${root}/hack/real-node/coredns.yaml" >/dev/null
   kubectl apply -k "${root}/manifests/operator" >/dev/null
+  # The operator's policy allows no hostPath by default; the CPU smoke example (and
+  # tests/node/) keep their checkpoints in this one (docs/security.md).
+  kubectl -n resnet50-operator set env deployment/resnet50-operator \
+    RESNET50_OPERATOR_ALLOWED_HOST_PATH_PREFIXES=/tmp/resnet50-checkpoints >/dev/null
   kubectl -n kube-system rollout status deployment/coredns --timeout 120s >/dev/null \
     || die "CoreDNS did not start: kubectl -n kube-system describe pods"
   kubectl -n resnet50-operator rollout status deployment/resnet50-operator --timeout 120s >/dev/null \

@@ -65,9 +65,14 @@ class Operator:
 
     def __init__(self, cluster: ControlPlane, log: Path, kubeconfig: Path | None = None,
                  namespace: str | None = None, settings: dict[str, str] | None = None) -> None:
-        """settings: RESNET50_OPERATOR_* variables (without the prefix), e.g. RENDEZVOUS_PORT."""
+        """settings: RESNET50_OPERATOR_* variables (without the prefix), e.g. RENDEZVOUS_PORT;
+        they replace the defaults below."""
         self.env = {**os.environ, **cluster.env(),
                     "RESNET50_OPERATOR_RECONCILE_INTERVAL_SECONDS": "0.5",
+                    # The tests' datasets and checkpoints are hostPaths in temporary
+                    # directories: allow any. The policy has its own tests
+                    # (tests/operator/test_policy.py); a test of it here sets its own.
+                    "RESNET50_OPERATOR_ALLOWED_HOST_PATH_PREFIXES": "/",
                     **{f"RESNET50_OPERATOR_{k}": v for k, v in (settings or {}).items()}}
         if kubeconfig:
             self.env["KUBECONFIG"] = str(kubeconfig)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
+import typing
 from collections.abc import Mapping
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 ENV_PREFIX = "RESNET50_OPERATOR_"
+# An allowed image prefix that allows every image.
+ANY_IMAGE = "*"
 
 
 class OperatorSettings(BaseModel):
@@ -22,9 +26,41 @@ class OperatorSettings(BaseModel):
     progress_interval_seconds: float = Field(15.0, gt=0, description="How often the "
                                              "progress of a running training is read.")
     namespace: str | None = Field(None, description="Watch only this namespace; default: all.")
+    # The admin's policy (policy.py, docs/security.md): what a training may ask for. The
+    # defaults are the safe ones; an admin widens them.
+    allowed_host_path_prefixes: list[str] = Field([], description="Node directories that "
+                                                  "hostPath datasets and checkpoints may be "
+                                                  "in; empty: no hostPath at all.")
+    allowed_image_prefixes: list[str] = Field([], description="Images that spec.image may "
+                                              "name besides the repository of trainer_image; "
+                                              "'*': any.")
+    allow_secret_env: bool = Field(False, description="Whether spec.env may read Secrets "
+                                   "(valueFrom.secretKeyRef).")
+    allow_broad_tolerations: bool = Field(False, description="Whether a toleration may "
+                                          "tolerate every taint, or a control-plane or "
+                                          "cordoned node's.")
+    max_nodes: int = Field(64, ge=1, description="Most pods (spec.nodes) of one training.")
+    max_gpus_per_training: int = Field(512, ge=0, description="Most GPUs (nodes x "
+                                       "gpusPerNode) of one training.")
+
+    @field_validator("allowed_host_path_prefixes")
+    @classmethod
+    def _absolute_paths(cls, prefixes: list[str]) -> list[str]:
+        # Checked at start-up: a typo must stop the operator, not silently allow nothing.
+        for prefix in prefixes:
+            if not prefix.startswith("/") or re.search(r"(^|/)\.\.(/|$)", prefix):
+                raise ValueError(f"{prefix!r} is not an absolute path without '..'")
+        return prefixes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorSettings:
-        values = {name: env[ENV_PREFIX + name.upper()] for name in cls.model_fields
-                  if ENV_PREFIX + name.upper() in env}
+        """A list setting is written comma-separated ("/data,/scratch"); spaces around the
+        items and empty items are dropped, so "" is the empty list."""
+        values: dict[str, object] = {}
+        for name, field in cls.model_fields.items():
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is None:
+                continue
+            is_list = typing.get_origin(field.annotation) is list
+            values[name] = [i.strip() for i in raw.split(",") if i.strip()] if is_list else raw
         return cls(**values)

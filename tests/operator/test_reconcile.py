@@ -500,3 +500,11 @@ def test_pods_not_running_within_the_startup_timeout_fail_the_training():
     d = run(st, [pod(0), pull], t=t, now=later(300))
     assert d.status.phase == "Failed" and condition(d, "Failed").reason == "StartupTimeout"
     assert 'Back-off pulling image "trainer:typo"' in condition(d, "Failed").message
+
+
+def test_a_training_the_policy_refused_starts_afresh_once_its_spec_is_edited():
+    refused = run(status(pods_created=False), [], t=training(nodes=65))
+    assert refused.status.phase == "Failed"
+    assert run(refused.status, [], t=training(nodes=65)).status.phase == "Failed"  # unchanged
+    fixed = run(refused.status, [], t=training(nodes=4), generation=2)
+    assert fixed.status.phase == "Pending" and created(fixed) == [f"r50-{i}" for i in range(4)]

@@ -49,9 +49,9 @@ def _action(a):
 
 def test_the_rules_run_in_the_documented_order():
     assert [r.__name__ for r in rules.RULES] == [
-        "finished", "first_seen", "suspended", "resumed", "past_deadline", "old_attempt_pods",
-        "backing_off", "ensure_service", "record_progress", "failed", "succeeded",
-        "create_pods", "readiness"]
+        "finished", "allowed", "first_seen", "suspended", "resumed", "past_deadline",
+        "old_attempt_pods", "backing_off", "ensure_service", "record_progress", "failed",
+        "succeeded", "create_pods", "readiness"]
 
 
 @pytest.mark.parametrize(("status", "pods", "spec", "decided", "actions"), [
@@ -166,6 +166,18 @@ def test_failed(status, pods, decided, phase, reason):
 def test_succeeded(pods, decided):
     d, _, st, _ = apply(rules.succeeded, {"phase": "Running"}, pods)
     assert (d, st.phase) == (decided, "Succeeded" if decided else "Running")
+
+
+def test_allowed():
+    """The admin's policy (its own tables: test_policy.py) fails a training before its
+    pods are created, and leaves an attempt already created alone."""
+    too_big = {"nodes": 65}
+    d, _, st, events = apply(rules.allowed, {"pods_created": False}, [], too_big)
+    assert (d, st.phase, events) == (True, "Failed", [("Warning", "NotAllowed")])
+    failed = next(c for c in st.conditions if c.type == "Failed")
+    assert "RESNET50_OPERATOR_MAX_NODES: 64" in failed.message
+    assert apply(rules.allowed, {"pods_created": True}, [], too_big)[0] is False
+    assert apply(rules.allowed, {"pods_created": False}, [], {"nodes": 64})[0] is False
 
 
 @pytest.mark.parametrize(("status", "pods", "created"), [

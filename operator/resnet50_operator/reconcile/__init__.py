@@ -5,10 +5,10 @@ whether the attempt's pods were all created) and in pod labels, so an operator t
 restarts mid-job decides exactly as the one before it would have.
 
 One pass runs the rules of rules.RULES in their order of precedence:
-  finished -> (invalid spec: reject(), before reconcile) -> suspended -> deadline ->
-  old attempt's pods still there -> restart back-off -> failures of the current attempt
-  (and no progress) -> success -> create what is missing -> phase and readiness (and the
-  startup timeout).
+  finished -> (invalid spec: reject(), before reconcile) -> not allowed by the admin's
+  policy -> suspended -> deadline -> old attempt's pods still there -> restart back-off ->
+  failures of the current attempt (and no progress) -> success -> create what is missing ->
+  phase and readiness (and the startup timeout).
 """
 
 from __future__ import annotations
@@ -47,13 +47,18 @@ __all__ = [
 ]
 
 
+# Failed reasons that a spec edit may cure: the training then starts afresh.
+REFUSED_SPECS = ("InvalidSpec", "NotAllowed")
+
+
 def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[PodView],
               service_exists: bool, now: dt.datetime, settings: OperatorSettings,
               generation: int | None = None, progress: dict[str, float] | None = None
               ) -> Decision:
     """`progress`: the gauges read from the master's metrics endpoint, when it was read."""
     rejected = find_condition(status.conditions, "Failed")
-    if rejected and rejected.reason == "InvalidSpec" and generation != status.observed_generation:
+    if rejected and rejected.reason in REFUSED_SPECS and \
+            generation != status.observed_generation:
         status = ResNet50TrainingStatus()  # the spec was fixed: start afresh
     p = Pass(t, status, pods, service_exists, now, settings, generation, progress)
     for rule in RULES:

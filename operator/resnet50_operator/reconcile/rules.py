@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from resnet50_operator import render
+from resnet50_operator import policy, render
 from resnet50_operator.reconcile.decision import (
     Action,
     CreateObject,
@@ -110,6 +110,19 @@ def finished(p: Pass) -> bool:
     done = parse_time(p.status.completion_time)
     if ttl is not None and done is not None and p.now >= done + dt.timedelta(seconds=ttl):
         p.actions.append(DeleteTraining())
+    return True
+
+
+def allowed(p: Pass) -> bool:
+    """The cluster admin's policy (policy.py), checked before the pods of an attempt are
+    created: Failed (NotAllowed), naming the setting that would allow it; a spec edit starts
+    afresh. The pods of an attempt already created keep running."""
+    if p.status.pods_created:
+        return False
+    refused = policy.violations(p.spec, p.settings)
+    if not refused:
+        return False
+    p.finish(False, "NotAllowed", "; ".join(refused), p.pods)
     return True
 
 
@@ -335,6 +348,7 @@ def _why_waiting(current: list[PodView], total: int, running: int) -> tuple[str,
 # The order of precedence: the first rule that decides ends the pass.
 RULES: tuple[Rule, ...] = (
     finished,
+    allowed,
     first_seen,
     suspended,
     resumed,
