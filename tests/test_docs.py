@@ -436,7 +436,8 @@ def test_which_failures_are_retried_gives_the_contracts_exit_codes():
 
 RECONCILE = Path(resnet50_operator.__file__).parent / "reconcile"
 SOURCES = RECONCILE.parents[2]  # the repository the operator's code is in, for the messages
-EMITTING = [*sorted(RECONCILE.glob("*.py")), RECONCILE.parent / "handlers.py"]
+EMITTING = [*sorted(RECONCILE.glob("*.py")), RECONCILE.parent / "handlers.py",
+            RECONCILE.parent / "refusals.py"]
 # Reasons the docs name that come from Kubernetes, not from the operator's code: it passes
 # on a pod's status.reason, a container's terminated or waiting reason and the reason of a
 # pod's Warning Event as they are.

@@ -15,7 +15,8 @@ it read, so a decision made on stale data is rejected rather than applied (its p
 created before that write and deleted only after it). While a
 training runs, it also reads the master's progress endpoint, at most once every
 progress interval (when it last did is the one thing kept in memory: losing it costs one
-early read).
+early read). Whatever the apiserver refuses to create becomes the training's condition and
+Event (refusals.py), and each training of the sweep is its own failure domain.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from collections import defaultdict
 from typing import Any
 
 import kopf
+import pydantic
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from resnet50_operator import reconcile, render
+from resnet50_operator import reconcile, refusals, render
 from resnet50_operator.settings import OperatorSettings
 from resnet50_operator.spec import GROUP, KIND, PLURAL, VERSION, ResNet50TrainingStatus
 from resnet50_trainer import contract
@@ -156,8 +158,12 @@ def reconcile_one(memo: kopf.Memo, namespace: str, name: str) -> None:
         # otherwise a lost write leaves the next decision a pod gone for no recorded reason,
         # which reads as a failure.
         refused = _create(memo, decision, body)
-        if refused:  # what only the apiserver checks (a toleration, Pod Security, ...)
-            decision = reconcile.reject(decision.status, refused, now, meta.get("generation"))
+        if refused and refused.for_good:  # what only the apiserver checks (Pod Security, ...)
+            decision = reconcile.reject(decision.status, refused.message, now,
+                                        meta.get("generation"))
+        elif refused:  # a quota, a missing ServiceAccount: the status as it was, saying why
+            decision = reconcile.refused(current, refused.reason, refused.message, now,
+                                         meta.get("generation"))
         new = decision.status.model_dump(by_alias=True, mode="json")
         if new != current.model_dump(by_alias=True, mode="json") and \
                 not _patch_status(memo, body, new):
@@ -251,27 +257,39 @@ def read_gauges(ip: str, port: int) -> dict[str, float]:
         return contract.parse_gauges(body.decode(errors="replace"))
 
 
-def _create(memo: kopf.Memo, decision: reconcile.Decision, body: dict[str, Any]) -> str | None:
-    """Create the decided objects; the apiserver's reason if it refused one for good."""
+def _create(memo: kopf.Memo, decision: reconcile.Decision, body: dict[str, Any]
+            ) -> refusals.Refusal | None:
+    """Create the decided objects, stopping at the first the apiserver refuses: why it did."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for action in decision.actions:
         if not isinstance(action, reconcile.CreateObject):
             continue
-        kind = action.body["kind"]
+        kind, object_name = action.body["kind"], action.body["metadata"]["name"]
         create = (memo.core.create_namespaced_pod if kind == "Pod"
                   else memo.core.create_namespaced_service)
         try:
             create(namespace, action.body)
         except ApiException as exc:
-            if _refused_for_good(exc):
-                return f"the apiserver refused {kind} {action.body['metadata']['name']}: " \
-                    f"{_api_message(exc)}"
-            if exc.status != 409 and not _gone(exc):  # already there (an earlier run)
-                raise
+            refusal = refusals.explain(exc.status, _api_message(exc), kind, object_name,
+                                       namespace, _position(action, decision))
+        except pydantic.ValidationError as exc:
+            refusal = refusals.invalid_locally(kind, object_name, exc.errors())
         else:
-            log.info("%s/%s: created %s %s", namespace, name, kind,
-                     action.body["metadata"]["name"])
+            log.info("%s/%s: created %s %s", namespace, name, kind, object_name)
+            continue
+        if refusal:
+            log.warning("%s/%s: %s", namespace, name, refusal.message)
+            return refusal
     return None
+
+
+def _position(action: reconcile.CreateObject, decision: reconcile.Decision) -> str:
+    """"2nd of 3 pods", for a pod of the decided attempt."""
+    index = action.body["metadata"].get("labels", {}).get(render.NODE_INDEX_LABEL)
+    total = decision.status.nodes.total
+    if action.body["kind"] != "Pod" or index is None or not total:
+        return ""
+    return f"{refusals.ordinal(int(index) + 1)} of {total} pods"
 
 
 def _delete(memo: kopf.Memo, decision: reconcile.Decision, body: dict[str, Any]) -> None:
@@ -297,13 +315,6 @@ def _gone(exc: ApiException) -> bool:
     apiserver refuses anything new in a namespace being deleted (NamespaceTerminating)."""
     return exc.status == 404 or (exc.status == 403 and "NamespaceTerminating" in
                                  str(exc.body))
-
-
-def _refused_for_good(exc: ApiException) -> bool:
-    """Refused until the spec changes: invalid (422), or forbidden by the namespace's Pod
-    Security level (a 403 like any other denial, told apart by its message)."""
-    return exc.status == 422 or (exc.status == 403 and "violates PodSecurity" in
-                                 _api_message(exc))
 
 
 def _api_message(exc: ApiException) -> str:
@@ -333,9 +344,10 @@ def _post_event(memo: kopf.Memo, body: dict[str, Any], event: reconcile.Event) -
     now = dt.datetime.now(dt.timezone.utc)
     try:
         _create_event(memo, meta, event, now)
-    except ApiException as exc:
+    except ApiException as exc:  # the status says it too: an Event lost is no reason to stop
         if not _gone(exc):
-            raise
+            log.warning("%s/%s: event %s not posted: %s", meta["namespace"], meta["name"],
+                        event.reason, _api_message(exc))
 
 
 def _create_event(memo: kopf.Memo, meta: dict[str, Any], event: reconcile.Event,

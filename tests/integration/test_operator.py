@@ -201,7 +201,7 @@ def test_a_pod_the_apiserver_refuses_fails_the_training_saying_why(api, namespac
     status = get_training(api, namespace, "r50")["status"]
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "InvalidSpec"
-    assert failed["message"].startswith("the apiserver refused Pod r50-0: ")
+    assert failed["message"].startswith("the apiserver refused pod r50-0: ")
     assert "Sometimes" in failed["message"]
     # Posted after the status is written:
     reasons = wait_for("the Event", lambda: [e.reason for e in events(api, namespace, "r50")])

@@ -70,7 +70,7 @@ def test_a_training_the_level_forbids_fails_saying_why(api, namespace, operator,
         (c for c in get_training(api, namespace, name).get("status", {}).get("conditions", [])
          if c["type"] == "Failed"), None))
     assert failed["reason"] == "InvalidSpec"
-    assert failed["message"].startswith(f"the apiserver refused Pod {name}-0: ")
+    assert failed["message"].startswith(f"the apiserver refused pod {name}-0: ")
     assert 'violates PodSecurity "restricted:latest"' in failed["message"]
     assert 'restricted volume type "hostPath"' in failed["message"]
     # Posted after the status is written:

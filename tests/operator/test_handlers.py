@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 
 import pytest
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from resnet50_operator import handlers, render
@@ -115,17 +117,67 @@ def test_a_namespace_being_deleted_is_no_error(monkeypatch):
     assert reconcile_one(api)[:3] == ["refused r50-0", "refused r50-1", "status"]
 
 
-def test_other_refusals_still_raise(monkeypatch):
+def refusing(api: FakeApi, monkeypatch, code: int, message: str, after: int = 0) -> None:
+    """The apiserver refuses every pod after the first `after`."""
+    created = []
+    refusal = ApiException(status=code, reason="Refused")
+    refusal.body = json.dumps({"kind": "Status", "message": message, "code": code})
+
+    def create(namespace, body):
+        if len(created) >= after:
+            raise refusal
+        created.append(body["metadata"]["name"])
+        api.calls.append(f"create {body['metadata']['name']}")
+
+    monkeypatch.setattr(api, "create_namespaced_pod", create)
+
+
+QUOTA = 'pods "r50-1" is forbidden: exceeded quota: compute, requested: pods=1, used: pods=1, ' \
+    'limited: pods=1'
+
+
+def test_a_refusal_that_may_pass_leaves_the_training_waiting_and_saying_why(monkeypatch):
+    """A ResourceQuota full for now: nothing counts as created (the next pass creates the
+    missing pod), the Running condition says why in the user's words, and an Event too."""
     api = FakeApi({}, [], conflict=False)
-    denied = ApiException(status=403, reason="Forbidden")
-    denied.body = '{"message":"pods is forbidden: User \\"x\\" cannot create resource"}'
+    refusing(api, monkeypatch, 403, QUOTA, after=1)
+    assert reconcile_one(api) == ["create r50-0", "status", "event QuotaExceeded"]
+    assert api.patched["phase"] == "Pending" and not api.patched.get("podsCreated")
+    running = next(c for c in api.patched["conditions"] if c["type"] == "Running")
+    assert (running["status"], running["reason"]) == ("False", "QuotaExceeded")
+    assert running["message"] == ("ResourceQuota compute in namespace ml refuses pod r50-1 "
+                                  "(the 2nd of 2 pods): requested pods=1, used pods=1, "
+                                  "limited pods=1")
 
-    def refuse(namespace, body):
-        raise denied
 
-    monkeypatch.setattr(api, "create_namespaced_pod", refuse)
-    with pytest.raises(ApiException):
-        reconcile_one(api)
+def test_the_same_refusal_is_told_once(monkeypatch):
+    api = FakeApi({}, [], conflict=False)
+    refusing(api, monkeypatch, 403, QUOTA)
+    reconcile_one(api)
+    api.body["status"], api.calls = api.patched, []
+    assert reconcile_one(api) == []  # nothing new to write or tell
+
+
+@pytest.mark.parametrize(("code", "message", "phase", "reason"), [
+    (400, 'Pod in version "v1" cannot be handled as a Pod: json: cannot unmarshal string into '
+     'Go struct field Toleration.spec.tolerations.tolerationSeconds of type int64', "Failed",
+     "InvalidSpec"),
+    (403, 'pods "r50-0" is forbidden: no PriorityClass with name urgent was found',
+     "Pending", "PriorityClassNotFound"),
+    (403, 'pods "r50-0" is forbidden: error looking up service account ml/trainer: '
+     'serviceaccount "trainer" not found', "Pending", "ServiceAccountNotFound"),
+    (403, 'pods is forbidden: User "system:serviceaccount:x:y" cannot create resource "pods"',
+     "Pending", "Forbidden"),
+    (500, 'Internal error occurred: failed calling webhook "policy.example.com": context '
+     'deadline exceeded', "Pending", "CreateFailed"),
+])
+def test_every_refusal_becomes_the_trainings_condition_and_event(monkeypatch, code, message,
+                                                                 phase, reason):
+    api = FakeApi({}, [], conflict=False)
+    refusing(api, monkeypatch, code, message)
+    assert reconcile_one(api) == ["status", f"event {reason}"]
+    assert api.patched["phase"] == phase
+    assert reason in {c["reason"] for c in api.patched["conditions"]}
 
 
 def test_a_training_is_judged_hung_only_after_a_fresh_read_of_its_progress(monkeypatch):
@@ -258,3 +310,17 @@ def _prefixing(opener, prefix):
     """An opener that asks for PREFIX/metrics instead of /metrics."""
     return SimpleNamespace(open=lambda url, timeout: opener.open(
         url.replace("/metrics", f"{prefix}/metrics"), timeout=timeout))
+
+
+def test_a_pod_the_kubernetes_client_refuses_fails_the_training(monkeypatch):
+    """The client checks the Pod's types before sending it (a string tolerationSeconds)."""
+    api = FakeApi({}, [], conflict=False)
+    api.body["spec"]["scheduling"] = {"tolerations": [{"key": "gpu", "operator": "Exists",
+                                                       "tolerationSeconds": "soon"}]}
+    real = client.CoreV1Api(client.ApiClient())  # refuses before it would send anything
+    monkeypatch.setattr(api, "create_namespaced_pod", real.create_namespaced_pod)
+    assert reconcile_one(api) == ["status", "event InvalidSpec"]
+    failed = next(c for c in api.patched["conditions"] if c["type"] == "Failed")
+    assert failed["message"] == (
+        "the Kubernetes client refused pod r50-0: spec.tolerations.0.tolerationSeconds: Input "
+        "should be a valid integer (got 'soon')")

@@ -335,10 +335,10 @@ def test_the_restart_history_keeps_one_line_of_a_long_log():
 
 def test_a_refused_pod_ends_the_running_condition_too():
     waiting = run(ResNet50TrainingStatus(), [], service=False).status  # Running=False, waiting
-    d = reject(waiting, "the apiserver refused Pod r50-0: forbidden", NOW, generation=1)
+    d = reject(waiting, "the apiserver refused pod r50-0: forbidden", NOW, generation=1)
     running = condition(d, "Running")
     assert (running.status, running.reason) == ("False", "InvalidSpec")
-    assert running.message == "the apiserver refused Pod r50-0: forbidden"
+    assert running.message == "the apiserver refused pod r50-0: forbidden"
 
 
 def test_an_invalid_spec_fails_once_and_a_fixed_one_starts_afresh():

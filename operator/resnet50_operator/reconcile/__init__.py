@@ -42,8 +42,8 @@ from resnet50_operator.spec import ResNet50TrainingStatus
 __all__ = [
     "Action", "CreateObject", "Decision", "DeletePod", "DeleteTraining", "Event", "Failure",
     "PodView", "classify", "find_condition", "hang_deadline", "now_utc", "observe_pod",
-    "parse_time", "progress_status", "reconcile", "reject", "root_cause", "set_condition",
-    "timestamp",
+    "parse_time", "progress_status", "reconcile", "refused", "reject", "root_cause",
+    "set_condition", "timestamp",
 ]
 
 
@@ -83,3 +83,16 @@ def reject(status: ResNet50TrainingStatus, message: str, now: dt.datetime,
                                     "observed_generation": generation})
     events = [] if status.phase == "Failed" else [Event("Warning", "InvalidSpec", message)]
     return Decision(new, [], events)
+
+
+def refused(status: ResNet50TrainingStatus, reason: str, message: str, now: dt.datetime,
+            generation: int | None) -> Decision:
+    """The apiserver refused a pod or the Service for a reason that may pass (refusals.py):
+    the status as it was, so nothing counts as created, with the Running condition saying
+    why, and a Warning Event when that changes. The next pass tries again."""
+    previous = find_condition(status.conditions, "Running")
+    conditions = set_condition(status.conditions, "Running", "False", reason, message, now,
+                               generation)
+    new = status.model_copy(update={"conditions": conditions, "observed_generation": generation})
+    told = previous is not None and (previous.reason, previous.message) == (reason, message)
+    return Decision(new, [], [] if told else [Event("Warning", reason, message)])
