@@ -514,6 +514,11 @@ class ResNet50TrainingStatus(_Model):
     start_time: str | None = None
     attempt_start_time: str | None = Field(None, description="When the pods of the current "
                                            "attempt were created.")
+    world_size: int | None = Field(None, description="Processes of the last attempt whose "
+                                   "pods were created (its checkpoints' global batch is this "
+                                   "times batchSize).")
+    batch_size: int | None = Field(None, description="spec.training.batchSize of that "
+                                   "attempt; null: the preset's or the trainer's.")
     completion_time: str | None = None
     training: TrainingProgress | None = None
     last_failure: FailureRecord | None = None

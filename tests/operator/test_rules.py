@@ -51,7 +51,7 @@ def test_the_rules_run_in_the_documented_order():
     assert [r.__name__ for r in rules.RULES] == [
         "finished", "allowed", "first_seen", "suspended", "resumed", "past_deadline",
         "old_attempt_pods", "backing_off", "ensure_service", "record_progress", "failed",
-        "succeeded", "create_pods", "readiness"]
+        "succeeded", "topology_kept", "create_pods", "readiness"]
 
 
 @pytest.mark.parametrize(("status", "pods", "spec", "decided", "actions"), [
@@ -189,6 +189,43 @@ def test_create_pods(status, pods, created):
     d, actions, st, _ = apply(rules.create_pods, status, pods)
     assert not d and st.pods_created
     assert [name for kind, name in actions if kind == "create"] == created
+
+
+CHECKPOINTED = {"checkpoint": {"persistentVolumeClaim": {"claimName": "runs"}}}
+NEXT_ATTEMPT = {"pods_created": False, "phase": "Restarting", "world_size": 16}
+
+
+@pytest.mark.parametrize(("status", "spec", "held", "advice"), [
+    (NEXT_ATTEMPT, {"nodes": 2}, False, None),  # 2 x 8 as before
+    (NEXT_ATTEMPT, {"nodes": 3}, True, "x the batch size of the preset or trainer"),
+    ({**NEXT_ATTEMPT, "batch_size": 48}, {"nodes": 3, "training": {"batchSize": 48}}, True,
+     "set spec.training.batchSize to 32"),
+    ({**NEXT_ATTEMPT, "batch_size": 48}, {"nodes": 3, "training": {"batchSize": 32}}, False,
+     None),  # 16 x 48 == 24 x 32
+    ({**NEXT_ATTEMPT, "batch_size": 50}, {"nodes": 3, "training": {"batchSize": 50}}, True,
+     "no batch size keeps the global batch of 800 with 24"),
+    (NEXT_ATTEMPT, {"nodes": 3, "training": {"batchSize": 20}}, False, None),  # the user's call
+    ({**NEXT_ATTEMPT, "world_size": None}, {"nodes": 3}, False, None),  # never created
+    ({**NEXT_ATTEMPT, "pods_created": True}, {"nodes": 3}, False, None),  # applies next time
+], ids=["same", "more-nodes", "advice", "batch-kept", "no-batch-fits", "user-batch",
+        "first-attempt", "running"])
+def test_topology_kept(status, spec, held, advice):
+    d, actions, st, events = apply(rules.topology_kept, status, [], {**CHECKPOINTED, **spec})
+    assert (d, actions) == (held, [])
+    if held:
+        running = next(c for c in st.conditions if c.type == "Running")
+        assert (running.status, running.reason) == ("False", "TopologyChanged")
+        assert advice in running.message and events == [("Warning", "TopologyChanged")]
+
+
+def test_without_checkpoint_storage_any_topology_starts_afresh():
+    assert apply(rules.topology_kept, NEXT_ATTEMPT, [], {"nodes": 3})[0] is False
+
+
+def test_an_attempt_records_its_topology():
+    _, _, st, _ = apply(rules.create_pods, {"pods_created": False}, [],
+                        {"nodes": 3, "training": {"batchSize": 40}})
+    assert (st.world_size, st.batch_size) == (24, 40)
 
 
 @pytest.mark.parametrize(("pods", "phase", "reason", "events"), [

@@ -7,8 +7,9 @@ restarts mid-job decides exactly as the one before it would have.
 One pass runs the rules of rules.RULES in their order of precedence:
   finished -> (invalid spec: reject(), before reconcile) -> not allowed by the admin's
   policy -> suspended -> deadline -> old attempt's pods still there -> restart back-off ->
-  failures of the current attempt (and no progress) -> success -> create what is missing ->
-  phase and readiness (and the startup timeout).
+  failures of the current attempt (and no progress) -> success -> a changed topology that
+  its checkpoints refuse -> create what is missing -> phase and readiness (and the startup
+  timeout).
 """
 
 from __future__ import annotations

@@ -278,6 +278,36 @@ def succeeded(p: Pass) -> bool:
     return True
 
 
+def topology_kept(p: Pass) -> bool:
+    """A new attempt resumes the last one's checkpoints, which the trainer accepts only with
+    the same global batch (processes x batch size). With checkpoint storage, an attempt
+    whose number of processes changed is held, its pods not created and nothing lost, until
+    the spec is set back or an explicit batchSize keeps the global batch."""
+    before, now = p.status.world_size, p.spec.world_size
+    if p.status.pods_created or p.spec.checkpoint is None or before in (None, now):
+        return False
+    old_batch, batch = p.status.batch_size, p.spec.training.batch_size
+    if batch is not None and (old_batch is None or before * old_batch == now * batch):
+        return False  # the user chose a batch size for the new size (the trainer checks it)
+    if old_batch is None:
+        keep = (f"set spec.training.batchSize so that {now} x batchSize is the global batch "
+                f"of the checkpoints ({before} x the batch size of the preset or trainer)")
+    elif before * old_batch % now == 0:
+        keep = f"set spec.training.batchSize to {before * old_batch // now}"
+    else:
+        keep = f"no batch size keeps the global batch of {before * old_batch} with {now}"
+    message = (f"the training now has {now} processes (spec.nodes x processes per node), its "
+               f"checkpoints were written by {before}, and the trainer resumes them only with "
+               f"the same global batch: set the nodes back, {keep}, or start afresh with "
+               "another spec.checkpoint.subPath; no pod is created until then")
+    previous = find_condition(p.status.conditions, "Running")
+    if previous is None or (previous.reason, previous.message) != ("TopologyChanged", message):
+        p.events.append(Event("Warning", "TopologyChanged", message))
+    p.condition("Running", "False", "TopologyChanged", message)
+    p.nodes(0)
+    return True
+
+
 def create_pods(p: Pass) -> bool:
     """The attempt's pods that are missing (all of them, or those an interrupted pass left)."""
     if p.status.pods_created:
@@ -287,7 +317,8 @@ def create_pods(p: Pass) -> bool:
         if i not in present:
             p.actions.append(CreateObject(render.render_pod(p.t, i, p.status.attempt,
                                                             p.settings)))
-    p.update(pods_created=True, restart_at=None, attempt_start_time=timestamp(p.now))
+    p.update(pods_created=True, restart_at=None, attempt_start_time=timestamp(p.now),
+             world_size=p.spec.world_size, batch_size=p.spec.training.batch_size)
     if p.status.phase == "Restarting":
         p.condition("Restarting", "False", "Recreated", f"attempt {p.status.attempt} created")
     p.events.append(Event("Normal", "Created",
@@ -359,6 +390,7 @@ RULES: tuple[Rule, ...] = (
     record_progress,
     failed,
     succeeded,
+    topology_kept,
     create_pods,
     readiness,
 )
