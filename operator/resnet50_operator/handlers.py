@@ -12,11 +12,11 @@ reconcile_one reads the training and lists its pods from the API (a consistent r
 a pod created a moment ago is never mistaken for a deleted one), holds a per-training
 lock so two triggers never decide at once, and writes the status with the resourceVersion
 it read, so a decision made on stale data is rejected rather than applied (its pods are
-created before that write and deleted only after it). While a
-training runs, it also reads the master's progress endpoint, at most once every
-progress interval (when it last did is the one thing kept in memory: losing it costs one
-early read). Whatever the apiserver refuses to create becomes the training's condition and
-Event (refusals.py), and each training of the sweep is its own failure domain.
+created before that write and deleted only after it). While a training runs, the
+master's progress endpoint is read in the background, at most once every progress
+interval, and each pass uses the last reading (see keep_per_training_state for what is
+kept in memory). Whatever the apiserver refuses to create becomes the training's condition
+and Event (refusals.py), and each training of the sweep is its own failure domain.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ import json
 import logging
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -42,6 +44,13 @@ from resnet50_operator.spec import GROUP, KIND, PLURAL, VERSION, ResNet50Trainin
 from resnet50_trainer import contract
 
 log = logging.getLogger(__name__)
+# A pod's metrics endpoint is the tenant's code: whatever it serves, a read takes no longer
+# and no more memory than this (the trainer's own text is under 2 KB), and happens on one
+# of METRICS_READERS threads of its own, never under a training's lock nor on the thread
+# of the sweep or a watch: a hostile endpoint delays only other trainings' progress reads.
+METRICS_READ_SECONDS = 3.0
+METRICS_READ_BYTES = 1 << 20
+METRICS_READERS = 8
 # Fields that act at once; any other spec change reaches the pods at the next attempt only.
 _ACT_AT_ONCE = ("runPolicy", "restartPolicy")
 _ACTIVE = ("Pending", "Running", "Restarting")
@@ -59,15 +68,29 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         memo.settings = OperatorSettings.from_env()
     memo.core = client.CoreV1Api()
     memo.custom = client.CustomObjectsApi()
-    memo.locks = defaultdict(threading.Lock)
-    memo.progress_read = {}  # (namespace, name) -> time.monotonic() of the last read
+    keep_per_training_state(memo)
     memo.stopping = threading.Event()
     threading.Thread(target=_sweep, args=(memo,), name="sweep", daemon=True).start()
+
+
+def keep_per_training_state(memo: kopf.Memo) -> None:
+    """What the operator keeps in memory, per training (namespace, name); losing it costs
+    at most one early read of a training's progress."""
+    memo.locks = defaultdict(threading.Lock)
+    memo.queued = set()  # trainings with a pass waiting for their lock
+    memo.queued_lock = threading.Lock()
+    memo.pod_warnings = reconcile.PodWarnings()  # per pod, from the watch of Events
+    memo.progress_read = {}  # time.monotonic() when its last read of progress started
+    memo.readings = {}  # its last completed Reading
+    memo.reading = set()  # trainings whose progress is being read now
+    memo.reading_lock = threading.Lock()
+    memo.readers = ThreadPoolExecutor(METRICS_READERS, thread_name_prefix="metrics")
 
 
 @kopf.on.cleanup()
 def stop_sweeping(memo: kopf.Memo, **_: Any) -> None:
     memo.stopping.set()
+    memo.readers.shutdown(wait=False, cancel_futures=True)  # a read under way ends in 3 s
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -76,13 +99,23 @@ def on_training_event(type: str, namespace: str, name: str, memo: kopf.Memo,
     if type != "DELETED":
         reconcile_one(memo, namespace, name)
     else:  # what the operator kept per training goes with it
-        memo.progress_read.pop((namespace, name), None)
-        memo.locks.pop((namespace, name), None)
+        for kept in (memo.progress_read, memo.readings, memo.locks):
+            kept.pop((namespace, name), None)
 
 
 @kopf.on.event("", "v1", "pods", labels={render.TRAINING_LABEL: kopf.PRESENT})
-def on_pod_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+def on_pod_event(type: str, uid: str, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
+                 **_: Any) -> None:
+    if type == "DELETED":
+        memo.pod_warnings.forget(uid)
     reconcile_one(memo, namespace, labels[render.TRAINING_LABEL])
+
+
+@kopf.on.event("", "v1", "events", field="involvedObject.kind", value="Pod")
+def on_pod_warning(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Why a pod does not start (FailedMount, ...), kept for the passes of its training."""
+    if type != "DELETED":
+        memo.pod_warnings.note(dict(body))
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
@@ -131,46 +164,61 @@ def _list_trainings(memo: kopf.Memo, namespace: str | None) -> list[dict[str, An
 
 
 def reconcile_one(memo: kopf.Memo, namespace: str, name: str) -> None:
-    with memo.locks[(namespace, name)]:
-        try:
-            body = memo.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                                            name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return
-            raise
-        meta = body["metadata"]
-        if meta.get("deletionTimestamp"):
-            return  # the garbage collector removes the pods and the Service
-        current = ResNet50TrainingStatus.model_validate(body.get("status") or {})
-        now = reconcile.now_utc()
-        try:
-            training = render.parse_training(body)
-        except ValueError as exc:
-            decision = reconcile.reject(current, str(exc), now, meta.get("generation"))
-        else:
-            pods, service_exists = _observe(memo, training)
-            decision = reconcile.reconcile(training, current, pods, service_exists, now,
-                                      memo.settings, meta.get("generation"),
-                                      _read_progress(memo, training, current, pods))
-        # Creations first: a status that says "created" always has its pods. Deletions only
-        # once the status that explains them is written (a new attempt, a finished phase):
-        # otherwise a lost write leaves the next decision a pod gone for no recorded reason,
-        # which reads as a failure.
-        refused = _create(memo, decision, body)
-        if refused and refused.for_good:  # what only the apiserver checks (Pod Security, ...)
-            decision = reconcile.reject(decision.status, refused.message, now,
-                                        meta.get("generation"))
-        elif refused:  # a quota, a missing ServiceAccount: the status as it was, saying why
-            decision = reconcile.refused(current, refused.reason, refused.message, now,
-                                         meta.get("generation"))
-        new = decision.status.model_dump(by_alias=True, mode="json")
-        if new != current.model_dump(by_alias=True, mode="json") and \
-                not _patch_status(memo, body, new):
-            return  # changed meanwhile: the next trigger decides again, and tells it then
-        _delete(memo, decision, body)
-        for event in decision.events:
-            _post_event(memo, body, event)
+    """One pass over the training, unless one is already waiting for its lock: that pass
+    reads the world after this trigger too, so a burst of pod events (a 256-pod attempt
+    starting) costs two passes, not one per pod."""
+    key = (namespace, name)
+    with memo.queued_lock:
+        if key in memo.queued:
+            return
+        memo.queued.add(key)
+    with memo.locks[key]:
+        with memo.queued_lock:
+            memo.queued.discard(key)
+        _reconcile(memo, namespace, name)
+
+
+def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
+    try:
+        body = memo.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                        name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return  # the garbage collector removes the pods and the Service
+    current = ResNet50TrainingStatus.model_validate(body.get("status") or {})
+    now = reconcile.now_utc()
+    try:
+        training = render.parse_training(body)
+    except ValueError as exc:
+        decision = reconcile.reject(current, str(exc), now, meta.get("generation"))
+    else:
+        pods, service_exists = _observe(memo, training)
+        reading = _progress(memo, training, current, pods)
+        decision = reconcile.reconcile(
+            training, current, pods, service_exists, now, memo.settings,
+            meta.get("generation"), reading and reading.gauges, reading and reading.at)
+    # Creations first: a status that says "created" always has its pods. Deletions only
+    # once the status that explains them is written (a new attempt, a finished phase):
+    # otherwise a lost write leaves the next decision a pod gone for no recorded reason,
+    # which reads as a failure.
+    refused = _create(memo, decision, body)
+    if refused and refused.for_good:  # what only the apiserver checks (Pod Security, ...)
+        decision = reconcile.reject(decision.status, refused.message, now,
+                                    meta.get("generation"))
+    elif refused:  # a quota, a missing ServiceAccount: the status as it was, saying why
+        decision = reconcile.refused(current, refused.reason, refused.message, now,
+                                     meta.get("generation"))
+    new = decision.status.model_dump(by_alias=True, mode="json")
+    if new != current.model_dump(by_alias=True, mode="json") and \
+            not _patch_status(memo, body, new):
+        return  # changed meanwhile: the next trigger decides again, and tells it then
+    _delete(memo, decision, body)
+    for event in decision.events:
+        _post_event(memo, body, event)
 
 
 def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[reconcile.PodView], bool]:
@@ -178,7 +226,7 @@ def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[reconcile.PodVie
     listed = memo.core.list_namespaced_pod(t.namespace, label_selector=selector)
     api = client.ApiClient()
     pods = [reconcile.observe_pod(api.sanitize_for_serialization(p)) for p in listed.items]
-    pods = _with_warnings(memo, t.namespace, [p for p in pods if p is not None])
+    pods = _with_warnings(memo, [p for p in pods if p is not None])
     try:
         memo.core.read_namespaced_service(t.service, t.namespace)
         service_exists = True
@@ -189,43 +237,71 @@ def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[reconcile.PodVie
     return pods, service_exists
 
 
-def _with_warnings(memo: kopf.Memo, namespace: str,
-                   pods: list[reconcile.PodView]) -> list[reconcile.PodView]:
-    """Pending pods with their newest Warning Event (FailedMount, ...): one read, and only
-    while some pod is pending. Matched by uid, as pods of later attempts reuse names;
-    FailedScheduling is left out: the pod's own condition says that, and goes when it binds."""
-    pending = {p.uid for p in pods if p.phase == "Pending"}
-    if not pending:
-        return pods
-    newest: dict[str, Any] = {}
-    for e in memo.core.list_namespaced_event(
-            namespace, field_selector="type=Warning,involvedObject.kind=Pod").items:
-        uid, at = e.involved_object.uid, e.last_timestamp or e.metadata.creation_timestamp
-        if uid in pending and e.reason != "FailedScheduling" and (
-                uid not in newest or at >= newest[uid][0]):
-            newest[uid] = (at, e.reason or "Warning", e.message or "")
-    return [dataclasses.replace(p, warning=newest[p.uid][1:]) if p.uid in newest else p
-            for p in pods]
+def _with_warnings(memo: kopf.Memo, pods: list[reconcile.PodView]) -> list[reconcile.PodView]:
+    """Pending pods with their newest Warning Event, as the watch of Events last saw it."""
+    return [dataclasses.replace(p, warning=warning) if p.phase == "Pending" and (
+        warning := memo.pod_warnings.newest(p.uid)) else p for p in pods]
 
 
-def _read_progress(memo: kopf.Memo, t: render.Training, status: ResNet50TrainingStatus,
-                   pods: list[reconcile.PodView]) -> dict[str, float] | None:
-    """The master's gauges, when the training runs and its last read is old enough, or the
-    training would count as hung without a newer one."""
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """The master's gauges as read at `at` in `attempt`; empty if the pod answered without
+    them (nothing listening, a timeout, not the trainer's text)."""
+
+    attempt: int
+    at: dt.datetime
+    gauges: dict[str, float]
+
+
+def _progress(memo: kopf.Memo, t: render.Training, status: ResNet50TrainingStatus,
+              pods: list[reconcile.PodView]) -> Reading | None:
+    """The last reading of the current attempt's progress; and a new read started in the
+    background when the last is old enough, or older than the training's hang deadline
+    (it is judged only on a read made after that)."""
+    key = (t.namespace, t.name)
+    reading = memo.readings.get(key)
+    if reading is not None and reading.attempt != status.attempt:
+        reading = None
     master = next((p for p in pods if p.index == 0 and p.attempt == status.attempt
                    and p.phase == "Running" and p.ip and p.metrics_port), None)
-    key = (t.namespace, t.name)
+    if master is None or status.phase != "Running":
+        return reading
+    hang = reconcile.hang_deadline(status, t.spec.run_policy)
+    overdue = hang is not None and reconcile.now_utc() >= hang and (
+        reading is None or reading.at < hang)
     due = memo.progress_read.get(key, -1e9) + memo.settings.progress_interval_seconds
-    hang = reconcile.hang_deadline(status, t.spec.run_policy.progress_deadline_seconds)
-    overdue = hang is not None and reconcile.now_utc() >= hang
-    if master is None or status.phase != "Running" or (time.monotonic() < due and not overdue):
-        return None
-    memo.progress_read[key] = time.monotonic()
+    if time.monotonic() >= due or overdue:
+        with memo.reading_lock:
+            if key in memo.reading:
+                return reading
+            memo.reading.add(key)
+        memo.progress_read[key] = time.monotonic()
+        memo.readers.submit(_read, memo, key, status.attempt, master.ip, master.metrics_port)
+    return reading
+
+
+def _read(memo: kopf.Memo, key: tuple[str, str], attempt: int, ip: str, port: int) -> None:
+    """On a reader thread: one read of a master's gauges, kept for the next pass."""
+    at = reconcile.now_utc()
     try:
-        return read_gauges(master.ip, master.metrics_port)
-    except (OSError, ValueError) as exc:  # not up yet, or metrics off: no news
-        log.debug("%s/%s: progress not read: %s", t.namespace, t.name, exc)
-        return None
+        try:
+            memo.readings[key] = Reading(attempt, at, read_gauges(ip, port))
+        except urllib.error.URLError as exc:
+            if isinstance(exc, urllib.error.HTTPError) or \
+                    isinstance(exc.reason, ConnectionRefusedError):
+                # the pod answered, its trainer does not serve (yet): no progress
+                memo.readings[key] = Reading(attempt, at, {})
+            else:  # the pod was not reached: no news, which judges nothing, so that a
+                # NetworkPolicy that drops the operator's reads makes no training look hung
+                log.debug("%s/%s: progress not read: %s", *key, exc.reason)
+        except (OSError, ValueError) as exc:
+            # connected, but no usable answer in time: a stopped or hung trainer, or an
+            # endpoint that is not the trainer's: no progress
+            log.debug("%s/%s: progress not read: %s", *key, exc)
+            memo.readings[key] = Reading(attempt, at, {})
+    finally:
+        with memo.reading_lock:
+            memo.reading.discard(key)
 
 
 # Pod IPs are reached directly: an HTTP(S)_PROXY set for the operator's own egress would
@@ -233,10 +309,6 @@ def _read_progress(memo: kopf.Memo, t: render.Training, status: ResNet50Training
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-# A pod's endpoint is the tenant's code: whatever it serves, a read takes no longer and no
-# more memory than this (the trainer's own text is under 2 KB).
-METRICS_READ_SECONDS = 3.0
-METRICS_READ_BYTES = 1 << 20
 
 
 def read_gauges(ip: str, port: int) -> dict[str, float]:

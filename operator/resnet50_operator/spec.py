@@ -336,6 +336,11 @@ class RunPolicySpec(_Model):
         "as a restart) when the trainer reported progress before but its step count has not "
         "moved for this long since the later of its last progress and the moment all pods "
         "ran; 0: never.")
+    first_progress_deadline_seconds: int = Field(
+        3600, ge=0, le=MAX_SECONDS, description="Restart the group (reason StartupTimeout, "
+        "counted as a restart) when the trainer has reported no progress this long after all "
+        "pods of the attempt ran: a rendezvous that never completes, a hung start; it must "
+        "leave room for indexing the dataset and compiling; 0: never.")
     startup_timeout_seconds: int | None = Field(None, ge=1, le=MAX_SECONDS, description="Fail "
                                                 "the training when the pods of an attempt are "
                                                 "not all running this long after their "

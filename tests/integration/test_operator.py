@@ -97,7 +97,8 @@ def test_every_example_is_accepted_and_defaulted(api, namespace, path):
     spec = created["spec"]
     assert spec["restartPolicy"]["maxRestarts"] == body["spec"]["restartPolicy"]["maxRestarts"]
     assert spec["gpuResourceName"] == "nvidia.com/gpu"  # filled in by the schema's default
-    assert spec["runPolicy"] == {"suspend": False, "progressDeadlineSeconds": 1800}
+    assert spec["runPolicy"] == {"suspend": False, "progressDeadlineSeconds": 1800,
+                                 "firstProgressDeadlineSeconds": 3600}
 
 
 # ------------------------------------------------------------------ the operator
@@ -229,6 +230,27 @@ def test_an_unschedulable_job_says_why(api, namespace, operator, kubelet):
          if c["type"] == "Running" and c["reason"] == "Unschedulable"), None))
     assert "Insufficient nvidia.com/gpu" in status["message"]
     assert phase(api, namespace) == "Pending"
+
+
+def test_a_pending_pods_warning_event_says_why_the_training_waits(api, namespace, operator,
+                                                                  kubelet):
+    """The kubelet's Warning Event on a pod (here posted as it would) reaches the training
+    through the operator's watch of Events: no read of Events per training."""
+    create_training(api, namespace, small_training())
+    wait_for("pods", lambda: len(pod_names(kubelet)) == 2)
+    pod = kubelet.pods(**{"resnet50.dev/node-index": "1"})[0]
+    client.CoreV1Api(api).create_namespaced_event(namespace, {
+        "metadata": {"generateName": "r50-1."}, "type": "Warning", "reason": "FailedMount",
+        "message": 'MountVolume.SetUp failed for volume "data": not a directory',
+        "involvedObject": {"kind": "Pod", "name": pod.metadata.name, "namespace": namespace,
+                           "uid": pod.metadata.uid},
+        "source": {"component": "kubelet"}})
+    status = wait_for("the Event's reason", lambda: next(
+        (c for c in get_training(api, namespace, "r50").get("status", {}).get("conditions", [])
+         if c["type"] == "Running" and c["reason"] == "FailedMount"), None))
+    assert status["message"] == ('pod r50-1: MountVolume.SetUp failed for volume "data": '
+                                 "not a directory")
+    wait_for_events(api, namespace, "r50", "FailedMount")
 
 
 def test_operator_restart_mid_job_creates_no_duplicates(api, namespace, cluster, kubelet,

@@ -7,11 +7,12 @@ import http.server
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+import urllib.error
 from types import SimpleNamespace
 
 import pytest
@@ -70,10 +71,14 @@ class FakeApi:
         self.calls.append(f"event {body['reason']}")
 
 
+def new_memo(api: FakeApi | None = None) -> SimpleNamespace:
+    memo = SimpleNamespace(settings=OperatorSettings(), core=api, custom=api)
+    handlers.keep_per_training_state(memo)
+    return memo
+
+
 def reconcile_one(api: FakeApi) -> list[str]:
-    memo = SimpleNamespace(settings=OperatorSettings(), core=api, custom=api,
-                           locks=defaultdict(threading.Lock), progress_read={})
-    handlers.reconcile_one(memo, "ml", "r50")
+    handlers.reconcile_one(new_memo(api), "ml", "r50")
     return api.calls
 
 
@@ -182,7 +187,8 @@ def test_every_refusal_becomes_the_trainings_condition_and_event(monkeypatch, co
 
 def test_a_training_is_judged_hung_only_after_a_fresh_read_of_its_progress(monkeypatch):
     """The periodic read (every 15 s) may come after the hang deadline: the trainer's last
-    report must be read before it is restarted for NoProgress."""
+    report must be read before it is restarted for NoProgress. The read runs in the
+    background; the pass after it sees the progress."""
     long_ago, now = "2026-11-22T00:00:00Z", handlers.reconcile.now_utc()
     status = {**RUNNING, "training": {"globalStep": 10, "lastProgressTime": long_ago},
               "conditions": [{"type": "Running", "status": "True", "reason": "AllNodesRunning",
@@ -205,11 +211,13 @@ def test_a_training_is_judged_hung_only_after_a_fresh_read_of_its_progress(monke
 
     monkeypatch.setattr(handlers._DIRECT, "open", open_url)
     api = FakeApi(status, [master, pod(1, "Running")], conflict=False)
-    memo = SimpleNamespace(settings=OperatorSettings(), core=api, custom=api,
-                           locks=defaultdict(threading.Lock),
-                           progress_read={("ml", "r50"): time.monotonic()})  # just read
+    memo = new_memo(api)
+    memo.progress_read[("ml", "r50")] = time.monotonic()  # just read
     handlers.reconcile_one(memo, "ml", "r50")
+    memo.readers.shutdown(wait=True)  # the read it started is done
     assert reads == ["http://10.0.0.7:9402/metrics"]
+    assert not [c for c in api.calls if c.startswith("delete")]
+    handlers.reconcile_one(memo, "ml", "r50")
     assert not [c for c in api.calls if c.startswith("delete")]
     assert api.patched["training"]["globalStep"] == 11
     assert api.patched["training"]["lastProgressTime"] >= now.isoformat()[:19]
@@ -244,10 +252,11 @@ def test_progress_is_read_from_the_pod_directly_whatever_proxy_is_set():
 
 
 def test_what_is_kept_per_training_goes_with_it():
-    memo = SimpleNamespace(locks=defaultdict(threading.Lock), progress_read={})
+    memo = new_memo()
     memo.locks[("ml", "r50")], memo.progress_read[("ml", "r50")] = threading.Lock(), 1.0
+    memo.readings[("ml", "r50")] = handlers.Reading(0, handlers.reconcile.now_utc(), {})
     handlers.on_training_event(type="DELETED", namespace="ml", name="r50", memo=memo)
-    assert (memo.locks, memo.progress_read) == ({}, {})
+    assert (memo.locks, memo.progress_read, memo.readings) == ({}, {}, {})
 
 
 def test_one_trainings_error_does_not_stop_the_sweep_for_the_others(monkeypatch, caplog):
@@ -310,6 +319,110 @@ def _prefixing(opener, prefix):
     """An opener that asks for PREFIX/metrics instead of /metrics."""
     return SimpleNamespace(open=lambda url, timeout: opener.open(
         url.replace("/metrics", f"{prefix}/metrics"), timeout=timeout))
+
+
+def test_a_burst_of_triggers_costs_two_passes(monkeypatch):
+    """256 pods starting send 256 events: while a pass runs, one more waits for the lock
+    and the others return at once, as that one will see their changes."""
+    memo, passes, release = new_memo(), [], threading.Event()
+
+    def one_pass(memo, namespace, name):
+        passes.append(name)
+        release.wait(10)
+
+    monkeypatch.setattr(handlers, "_reconcile", one_pass)
+    triggers = [threading.Thread(target=handlers.reconcile_one, args=(memo, "ml", "r50"))
+                for _ in range(20)]
+    for t in triggers:
+        t.start()
+    returned = [t for t in triggers if not t.join(0.05) and not t.is_alive()]
+    assert len(returned) >= 18 and passes == ["r50"]  # one runs, one waits
+    release.set()
+    for t in triggers:
+        t.join(10)
+    assert passes == ["r50", "r50"]
+
+
+def test_metrics_reads_run_beside_the_passes_a_few_at_a_time(monkeypatch):
+    """Twenty trainings whose /metrics trickles: each pass returns at once, and no more than
+    METRICS_READERS reads are under way at a time."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(handlers, "METRICS_READ_SECONDS", 0.3)
+    reading, most, lock, read = [0], [0], threading.Lock(), handlers.read_gauges
+
+    def counted(ip, port):
+        with lock:
+            reading[0] += 1
+            most[0] = max(most[0], reading[0])
+        try:
+            return read(ip, port)
+        finally:
+            with lock:
+                reading[0] -= 1
+
+    monkeypatch.setattr(handlers, "read_gauges", counted)
+    status = {**RUNNING, "conditions": [{"type": "Running", "status": "True",
+                                         "reason": "AllNodesRunning"}]}
+    master = pod(0, "Running")
+    master["status"]["podIP"] = "127.0.0.1"
+    master["spec"] = {"containers": [{"ports": [{"name": "metrics",
+                                                 "containerPort": server.server_address[1]}]}]}
+    api = FakeApi(status, [master, pod(1, "Running")], conflict=False)
+    memo = new_memo(api)
+    try:
+        for i in range(20):
+            api.body["metadata"]["name"] = f"r50-{i}"
+            started = time.monotonic()
+            handlers.reconcile_one(memo, "ml", f"r50-{i}")
+            assert time.monotonic() - started < 0.25  # the read is not waited for
+        memo.readers.shutdown(wait=True)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(memo.readings) == 20 and all(not r.gauges for r in memo.readings.values())
+    assert most[0] == handlers.METRICS_READERS
+
+
+def test_a_pod_that_answers_without_progress_is_a_reading_but_one_not_reached_is_not(
+        monkeypatch):
+    """A closed port (torchrun still waits for the other nodes) or an answer cut short (a
+    stopped trainer) is a reading without progress, on which a hang can be judged; a pod
+    not reached at all (a NetworkPolicy drops the reads) is no news."""
+    memo = new_memo()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    handlers._read(memo, ("ml", "closed"), 3, "127.0.0.1", port)
+    assert (memo.readings[("ml", "closed")].attempt, memo.readings[("ml", "closed")].gauges) \
+        == (3, {})
+    for name, error in (("slow", TimeoutError("metrics not read within 3 s")),
+                        ("dropped", urllib.error.URLError(TimeoutError("timed out")))):
+        monkeypatch.setattr(handlers, "read_gauges",
+                            lambda ip, port, e=error: (_ for _ in ()).throw(e))
+        handlers._read(memo, ("ml", name), 0, "10.0.0.7", 9402)
+    assert ("ml", "slow") in memo.readings and ("ml", "dropped") not in memo.readings
+    assert not memo.reading  # none still marked as under way
+
+
+def warning(uid, reason, at, type_="Warning", message="m"):
+    return {"type": type_, "reason": reason, "message": message, "lastTimestamp": at,
+            "involvedObject": {"kind": "Pod", "uid": uid}}
+
+
+def test_the_newest_warning_of_each_pod_is_kept_from_the_watch():
+    w = handlers.reconcile.PodWarnings(limit=2)
+    w.note(warning("a", "FailedMount", "2026-11-22T00:00:02Z", message="no such dir"))
+    w.note(warning("a", "BackOff", "2026-11-22T00:00:01Z"))  # older, arrived late
+    w.note(warning("a", "FailedScheduling", "2026-11-22T00:00:03Z"))  # the pod says that
+    w.note(warning("a", "Pulled", "2026-11-22T00:00:04Z", type_="Normal"))
+    assert w.newest("a") == ("FailedMount", "no such dir")
+    w.note(warning("b", "FailedMount", "2026-11-22T00:00:05Z"))
+    w.note(warning("c", "FailedMount", "2026-11-22T00:00:06Z"))
+    assert (w.newest("a"), w.newest("c")) == (None, ("FailedMount", "m"))  # a was oldest
+    w.forget("c")
+    assert w.newest("c") is None
 
 
 def test_a_pod_the_kubernetes_client_refuses_fails_the_training(monkeypatch):

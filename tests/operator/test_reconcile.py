@@ -38,11 +38,12 @@ def status(**kw):
     return ResNet50TrainingStatus(**base)
 
 
-def run(st, pods, t=None, service=True, now=NOW, settings=None, generation=1):
+def run(st, pods, t=None, service=True, now=NOW, settings=None, generation=1, read_at=None):
+    """read_at: when the master's progress was last read (by default: just now)."""
     from resnet50_operator.settings import OperatorSettings
 
     return reconcile(t or training(), st, pods, service, now, settings or OperatorSettings(),
-                     generation)
+                     generation, {}, read_at or now)
 
 
 def created(decision):
@@ -457,6 +458,34 @@ def test_a_training_without_progress_for_its_deadline_is_restarted():
     assert "no training progress for 600 s" in d.events[0].message
     assert run(running_with_progress(NOW), [pod(0), pod(1)], t=t,
                now=later(599)).status.phase == "Running"
+    # judged only on a read made after the deadline: the trainer may have moved since
+    assert run(running_with_progress(NOW), [pod(0), pod(1)], t=t, now=later(601),
+               read_at=later(590)).status.phase == "Running"
+
+
+def running_without_progress(since=NOW):
+    st = status(phase="Running")
+    return st.model_copy(update={"conditions": [Condition(
+        type="Running", status="True", reason="AllNodesRunning",
+        last_transition_time=timestamp(since))]})
+
+
+def test_a_training_that_never_reports_progress_is_restarted_for_its_startup():
+    """--nnodes 3 in extraArgs with 2 pods: every pod runs, the rendezvous never completes."""
+    t = training(runPolicy={"firstProgressDeadlineSeconds": 900})
+    assert run(running_without_progress(), [pod(0), pod(1)], t=t,
+               now=later(899)).status.phase == "Running"
+    d = run(running_without_progress(), [pod(0), pod(1)], t=t, now=later(901))
+    assert (d.status.phase, d.status.restarts) == ("Restarting", 1)
+    assert d.status.last_failure.reason == "StartupTimeout"
+    assert "no training progress within 900 s of all pods running" in d.events[0].message
+    assert d.status.restart_history[0].reason == "StartupTimeout"
+
+
+def test_the_first_progress_deadline_can_be_turned_off():
+    t = training(runPolicy={"firstProgressDeadlineSeconds": 0})
+    assert run(running_without_progress(), [pod(0), pod(1)], t=t,
+               now=later(10 ** 6)).status.phase == "Running"
 
 
 def test_the_progress_clock_starts_again_when_an_attempt_runs():
@@ -465,10 +494,11 @@ def test_the_progress_clock_starts_again_when_an_attempt_runs():
     assert run(st, [pod(0), pod(1)], t=t, now=later(700)).status.phase == "Running"
 
 
-def test_no_progress_is_judged_only_once_the_trainer_reported_some():
-    t = training(runPolicy={"progressDeadlineSeconds": 600})
+def test_before_the_first_progress_only_the_first_progress_deadline_counts():
+    t = training(runPolicy={"progressDeadlineSeconds": 600,
+                            "firstProgressDeadlineSeconds": 3600})
     silent = running_with_progress(NOW).model_copy(update={"training": None})
-    assert run(silent, [pod(0), pod(1)], t=t, now=later(10_000)).status.phase == "Running"
+    assert run(silent, [pod(0), pod(1)], t=t, now=later(3599)).status.phase == "Running"
 
 
 def test_the_final_figures_come_from_the_masters_termination_message():

@@ -28,11 +28,12 @@ def pod(index, phase="Running", attempt=0, **kw):
     return PodView(name=f"r50-{index}", index=index, attempt=attempt, phase=phase, **kw)
 
 
-def apply(rule, status=None, pods=(), spec=None, service=True, progress=None):
-    """(whether the rule decided, the actions as (kind, name) pairs, the new status, events)"""
+def apply(rule, status=None, pods=(), spec=None, service=True, progress=None, read_at=NOW):
+    """(whether the rule decided, the actions as (kind, name) pairs, the new status, events);
+    the progress was read at `read_at`, by default just now."""
     st = ResNet50TrainingStatus(**{"start_time": at(0), "pods_created": True, **(status or {})})
     p = rules.Pass(training(spec), st, list(pods), service, NOW, OperatorSettings(), 1,
-                   progress)
+                   progress, read_at)
     decided = rule(p)
     return decided, [_action(a) for a in p.actions], p.status, [(e.type, e.reason)
                                                                  for e in p.events]
@@ -155,6 +156,23 @@ def test_failed(status, pods, decided, phase, reason):
     d, _, st, _ = apply(rules.failed, {**status, "conditions": conditions}, pods,
                         {"runPolicy": {"progressDeadlineSeconds": 600}})
     assert (d, st.phase) == (decided, phase)
+    assert (st.last_failure.reason if st.last_failure else None) == reason
+
+
+@pytest.mark.parametrize(("first_progress", "read_at", "phase", "reason"), [
+    (600, NOW, "Restarting", "StartupTimeout"),  # all running for 900 s, never a report
+    (600, NOW - dt.timedelta(seconds=400), "Running", None),  # read before the deadline
+    (1200, NOW, "Running", None),
+    (0, NOW, "Running", None),  # off
+])
+def test_failed_before_the_first_progress(first_progress, read_at, phase, reason):
+    conditions = [{"type": "Running", "status": "True", "reason": "AllNodesRunning",
+                   "lastTransitionTime": at(-900)}]
+    _, _, st, _ = apply(rules.failed, {**RUNNING, "conditions": conditions},
+                        [pod(0), pod(1)],
+                        {"runPolicy": {"firstProgressDeadlineSeconds": first_progress}},
+                        read_at=read_at)
+    assert st.phase == phase
     assert (st.last_failure.reason if st.last_failure else None) == reason
 
 

@@ -30,6 +30,7 @@ from resnet50_operator.reconcile.decision import (
 from resnet50_operator.reconcile.failures import Failure, classify, root_cause
 from resnet50_operator.reconcile.observe import (
     PodView,
+    PodWarnings,
     now_utc,
     observe_pod,
     parse_time,
@@ -42,9 +43,9 @@ from resnet50_operator.spec import ResNet50TrainingStatus
 
 __all__ = [
     "Action", "CreateObject", "Decision", "DeletePod", "DeleteTraining", "Event", "Failure",
-    "PodView", "classify", "find_condition", "hang_deadline", "now_utc", "observe_pod",
-    "parse_time", "progress_status", "reconcile", "refused", "reject", "root_cause",
-    "set_condition", "timestamp",
+    "PodView", "PodWarnings", "classify", "find_condition", "hang_deadline", "now_utc",
+    "observe_pod", "parse_time", "progress_status", "reconcile", "refused", "reject",
+    "root_cause", "set_condition", "timestamp",
 ]
 
 
@@ -54,14 +55,16 @@ REFUSED_SPECS = ("InvalidSpec", "NotAllowed")
 
 def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[PodView],
               service_exists: bool, now: dt.datetime, settings: OperatorSettings,
-              generation: int | None = None, progress: dict[str, float] | None = None
-              ) -> Decision:
-    """`progress`: the gauges read from the master's metrics endpoint, when it was read."""
+              generation: int | None = None, progress: dict[str, float] | None = None,
+              read_at: dt.datetime | None = None) -> Decision:
+    """`progress`: the gauges last read from the master's metrics endpoint in this attempt
+    (empty if the pod answered without them), and `read_at` when: a training is judged hung
+    only on a read made after its deadline."""
     rejected = find_condition(status.conditions, "Failed")
     if rejected and rejected.reason in REFUSED_SPECS and \
             generation != status.observed_generation:
         status = ResNet50TrainingStatus()  # the spec was fixed: start afresh
-    p = Pass(t, status, pods, service_exists, now, settings, generation, progress)
+    p = Pass(t, status, pods, service_exists, now, settings, generation, progress, read_at)
     for rule in RULES:
         if rule(p):
             break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,3 +99,44 @@ def observe_pod(pod: dict[str, Any]) -> PodView | None:
             "containers") or [] for port in c.get("ports") or []
             if port.get("name") == render.METRICS_PORT_NAME), None),
     )
+
+
+class PodWarnings:
+    """The newest Warning Event of each pod (FailedMount, FailedCreatePodSandBox, ...), as
+    a watch of Events delivers them: a pending training then costs no read to say why.
+    Keyed by the pod's uid, as pods of later attempts reuse names. FailedScheduling is left
+    out: the pod's own condition says that, and goes when it binds. At most `limit` pods
+    are remembered (the oldest noted are forgotten first): the watch also brings the
+    Events of pods that are not ours."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._newest: dict[str, tuple[dt.datetime, str, str]] = {}
+        self._lock = threading.Lock()
+
+    def note(self, event: dict[str, Any]) -> None:
+        """An Event as the API serves it (camelCase)."""
+        involved, meta = event.get("involvedObject") or {}, event.get("metadata") or {}
+        at = parse_time(event.get("lastTimestamp") or event.get("eventTime")
+                        or meta.get("creationTimestamp"))
+        uid, reason = involved.get("uid"), event.get("reason") or "Warning"
+        if event.get("type") != "Warning" or involved.get("kind") != "Pod" or not uid or \
+                at is None or reason == "FailedScheduling":
+            return
+        with self._lock:
+            if uid in self._newest and self._newest[uid][0] > at:
+                return
+            self._newest.pop(uid, None)  # noted again: the newest goes last
+            self._newest[uid] = (at, reason, event.get("message") or "")
+            while len(self._newest) > self.limit:
+                del self._newest[next(iter(self._newest))]
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._newest.pop(uid, None)
+
+    def newest(self, uid: str) -> tuple[str, str] | None:
+        """(reason, message) of the pod's newest Warning Event."""
+        with self._lock:
+            found = self._newest.get(uid)
+        return found[1:] if found else None

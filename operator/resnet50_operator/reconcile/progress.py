@@ -6,7 +6,12 @@ import datetime as dt
 
 from resnet50_operator.reconcile.decision import find_condition
 from resnet50_operator.reconcile.observe import parse_time, timestamp
-from resnet50_operator.spec import CheckpointRecord, ResNet50TrainingStatus, TrainingProgress
+from resnet50_operator.spec import (
+    CheckpointRecord,
+    ResNet50TrainingStatus,
+    RunPolicySpec,
+    TrainingProgress,
+)
 from resnet50_trainer.contract import format_duration
 
 
@@ -52,15 +57,18 @@ def _rounded(value: float | None, digits: int, previous: float | None) -> float 
     return round(value, digits) if value is not None else previous
 
 
-def hang_deadline(status: ResNet50TrainingStatus, deadline: int) -> dt.datetime | None:
+def hang_deadline(status: ResNet50TrainingStatus, policy: RunPolicySpec) -> dt.datetime | None:
     """When a running training counts as hung unless its step count moves before; None if
-    it is not judged. Only once the trainer has reported progress: a trainer that never
-    publishes any (metrics off) is never judged by it."""
-    progress = status.training
+    it is not judged. progressDeadlineSeconds after the later of its last progress and the
+    moment all pods ran; before any progress, firstProgressDeadlineSeconds after all pods ran."""
     running = find_condition(status.conditions, "Running")
-    if not deadline or status.phase != "Running" or progress is None or \
-            progress.last_progress_time is None or running is None or running.status != "True":
+    if status.phase != "Running" or running is None or running.status != "True":
         return None
-    since = max(t for t in (parse_time(progress.last_progress_time),
-                            parse_time(running.last_transition_time)) if t)
-    return since + dt.timedelta(seconds=deadline)
+    all_running = parse_time(running.last_transition_time)
+    progress = status.training
+    last = parse_time(progress.last_progress_time) if progress else None
+    deadline = policy.progress_deadline_seconds if last else \
+        policy.first_progress_deadline_seconds
+    if not deadline or all_running is None:
+        return None
+    return max(all_running, last or all_running) + dt.timedelta(seconds=deadline)

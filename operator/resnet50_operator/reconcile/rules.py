@@ -40,10 +40,11 @@ class Pass:
 
     def __init__(self, t: render.Training, status: ResNet50TrainingStatus, pods: list[PodView],
                  service_exists: bool, now: dt.datetime, settings: OperatorSettings,
-                 generation: int | None = None, progress: dict[str, float] | None = None
-                 ) -> None:
+                 generation: int | None = None, progress: dict[str, float] | None = None,
+                 read_at: dt.datetime | None = None) -> None:
         self.t, self.spec, self.now, self.settings = t, t.spec, now, settings
         self.generation, self.service_exists, self.progress = generation, service_exists, progress
+        self.read_at = read_at  # when `progress` was read: None if not in this attempt
         self.pods = pods
         self.current = [p for p in pods if p.attempt == status.attempt]
         self.stale = [p for p in pods if p.attempt != status.attempt]
@@ -212,7 +213,7 @@ def failed(p: Pass) -> bool:
                      for i in range(p.size) if i not in present]
     stalled = _stalled(p)
     if stalled and not failures:
-        failures.append(Failure(p.t.pod_name(0), True, "NoProgress", stalled))
+        failures.append(stalled)
     if not failures:
         return False
     first = root_cause(failures)
@@ -253,18 +254,23 @@ def _restart(p: Pass, cause: Failure) -> None:
     p.update(phase="Restarting")
 
 
-def _stalled(p: Pass) -> str:
-    """Why a running training counts as hung, or "". The caller reads the trainer's progress
-    once the hang deadline has passed (see hang_deadline), so a report made since the last
-    periodic read is seen before the training is judged."""
-    deadline = p.spec.run_policy.progress_deadline_seconds
-    due = hang_deadline(p.status, deadline)
-    if due is None or p.now < due:
-        return ""
-    training = p.status.training
-    assert training is not None  # hang_deadline judges only trainings that reported
-    return (f"no training progress for {deadline} s (progressDeadlineSeconds); last step "
-            f"{training.global_step} at {training.last_progress_time}")
+def _stalled(p: Pass) -> Failure | None:
+    """Why a running training counts as hung, if it does. Judged only on a read of the
+    trainer's progress made after the hang deadline (see hang_deadline), so that a report
+    made since the last periodic read is seen before the training is restarted."""
+    due = hang_deadline(p.status, p.spec.run_policy)
+    if due is None or p.now < due or p.read_at is None or p.read_at < due:
+        return None
+    training, policy, master = p.status.training, p.spec.run_policy, p.t.pod_name(0)
+    if training is None or training.last_progress_time is None:
+        return Failure(master, True, "StartupTimeout", (
+            f"no training progress within {policy.first_progress_deadline_seconds} s of all "
+            "pods running (firstProgressDeadlineSeconds): a rendezvous that never completes "
+            "(see the master's log) or a start that hangs"))
+    return Failure(master, True, "NoProgress", (
+        f"no training progress for {policy.progress_deadline_seconds} s "
+        f"(progressDeadlineSeconds); last step {training.global_step} at "
+        f"{training.last_progress_time}"))
 
 
 def succeeded(p: Pass) -> bool:
