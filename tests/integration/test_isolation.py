@@ -5,11 +5,9 @@ serves a hostile /metrics does not delay the others' deadlines."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
-from collections.abc import Iterator
 
+import hostile_metrics
 import pytest
 from kube import (
     Operator,
@@ -109,65 +107,41 @@ def test_a_wrong_typed_field_fails_the_training(api, namespace, operator):
     wait_for_events(api, namespace, "r50", "InvalidSpec")
 
 
-class Trickle(http.server.BaseHTTPRequestHandler):
-    """A tenant's /metrics that answers one byte every 0.1 s, for ever."""
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        self.send_response(200)
-        self.end_headers()
-        try:
-            while True:
-                self.wfile.write(b"#")
-                self.wfile.flush()
-                time.sleep(0.1)
-        except OSError:  # the reader gave up
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def hostile_metrics() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
 def test_hostile_metrics_and_a_poison_training_do_not_delay_a_healthy_one(
-        api, namespace, cluster, kubelet, hostile_metrics, tmp_path):
+        api, namespace, cluster, kubelet, tmp_path):
     """Four running trainings whose master's /metrics trickles (each read is cut after 3 s),
     and one the apiserver refuses, next to a healthy training with a 4 s deadline: the
     healthy one fails with DeadlineExceeded on time. (Read on the sweep, as before, the
     hostile reads alone held each sweep for 12 s.)"""
-    op = Operator(cluster, tmp_path / "operator.log", namespace=namespace, settings={
-        "RENDEZVOUS_PORT": str(free_port()), "METRICS_PORT": str(hostile_metrics),
-        "PROGRESS_INTERVAL_SECONDS": "0.5"}).start()
+    with hostile_metrics.serving() as port:
+        op = Operator(cluster, tmp_path / "operator.log", namespace=namespace, settings={
+            "RENDEZVOUS_PORT": str(free_port()), "METRICS_PORT": str(port),
+            "PROGRESS_INTERVAL_SECONDS": "0.5"}).start()
+        try:
+            four_hostile_and_a_poison_next_to_a_healthy_one(api, namespace, kubelet)
+        finally:
+            op.stop()
+
+
+def four_hostile_and_a_poison_next_to_a_healthy_one(api, namespace, kubelet):
     core = client.CoreV1Api(api)
-    try:
-        hostile = [f"hostile-{i}" for i in range(4)]
-        for name in hostile:
-            create_training(api, namespace, training(name, nodes=1))
-        create_training(api, namespace, training("poison", scheduling={
-            "priorityClassName": "does-not-exist"}))
-        for name in hostile:
-            wait_for(f"{name}'s pod", lambda n=name: pods_of(core, namespace, n))
-            kubelet.run(f"{name}-0")
-            core.patch_namespaced_pod_status(f"{name}-0", namespace,
-                                             {"status": {"podIP": "127.0.0.1"}})
-            wait_phase(api, namespace, name, "Running")
-        wait_reason(api, namespace, "poison", "PriorityClassNotFound")
-        created = time.monotonic()
-        create_training(api, namespace, training(
-            "healthy", runPolicy={"activeDeadlineSeconds": 4}))
-        wait_phase(api, namespace, "healthy", "Failed", timeout=60, interval=0.1)
-        late = time.monotonic() - created - 4
-        assert late < 3, f"the healthy training's deadline was judged {late:.1f} s late"
-        failed = next(c for c in training_status(api, namespace, "healthy")["conditions"]
-                      if c["type"] == "Failed")
-        assert failed["reason"] == "DeadlineExceeded"
-    finally:
-        op.stop()
+    hostile = [f"hostile-{i}" for i in range(4)]
+    for name in hostile:
+        create_training(api, namespace, training(name, nodes=1))
+    create_training(api, namespace, training("poison", scheduling={
+        "priorityClassName": "does-not-exist"}))
+    for name in hostile:
+        wait_for(f"{name}'s pod", lambda n=name: pods_of(core, namespace, n))
+        kubelet.run(f"{name}-0")
+        core.patch_namespaced_pod_status(f"{name}-0", namespace,
+                                         {"status": {"podIP": "127.0.0.1"}})
+        wait_phase(api, namespace, name, "Running")
+    wait_reason(api, namespace, "poison", "PriorityClassNotFound")
+    created = time.monotonic()
+    create_training(api, namespace, training("healthy", runPolicy={"activeDeadlineSeconds": 4}))
+    wait_phase(api, namespace, "healthy", "Failed", timeout=60, interval=0.1)
+    late = time.monotonic() - created - 4
+    assert late < 3, f"the healthy training's deadline was judged {late:.1f} s late"
+    failed = next(c for c in training_status(api, namespace, "healthy")["conditions"]
+                  if c["type"] == "Failed")
+    assert failed["reason"] == "DeadlineExceeded"

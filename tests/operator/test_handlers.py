@@ -15,6 +15,7 @@ import time
 import urllib.error
 from types import SimpleNamespace
 
+import hostile_metrics
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -276,42 +277,14 @@ def test_one_trainings_error_does_not_stop_the_sweep_for_the_others(monkeypatch,
     assert [r.getMessage() for r in caplog.records] == ["a/poison: reconcile failed"]
 
 
-class Hostile(http.server.BaseHTTPRequestHandler):
-    """A tenant's /metrics: a huge answer, or one that trickles a byte at a time."""
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        self.send_response(200)
-        self.end_headers()
-        try:
-            if self.path == "/huge/metrics":
-                self.wfile.write(b"resnet50_epoch 1\n" * 200_000)  # 3.4 MB
-            else:
-                for _ in range(600):
-                    self.wfile.write(b"#")
-                    self.wfile.flush()
-                    time.sleep(0.1)
-        except OSError:  # the reader gave up
-            pass
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.mark.parametrize(("kind", "error"), [("huge", ValueError), ("slow", TimeoutError)])
 def test_a_hostile_metrics_endpoint_is_cut_short(monkeypatch, kind, error):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(handlers, "METRICS_READ_SECONDS", 1.0)
     # the path tells the server which answer to give
     monkeypatch.setattr(handlers, "_DIRECT", _prefixing(handlers._DIRECT, f"/{kind}"))
     started = time.monotonic()
-    try:
-        with pytest.raises(error):
-            handlers.read_gauges("127.0.0.1", server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+    with hostile_metrics.serving() as port, pytest.raises(error):
+        handlers.read_gauges("127.0.0.1", port)
     assert time.monotonic() - started < 2.5  # the deadline and at most one receive more
 
 
@@ -346,9 +319,6 @@ def test_a_burst_of_triggers_costs_two_passes(monkeypatch):
 def test_metrics_reads_run_beside_the_passes_a_few_at_a_time(monkeypatch):
     """Twenty trainings whose /metrics trickles: each pass returns at once, and no more than
     METRICS_READERS reads are under way at a time."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(handlers, "METRICS_READ_SECONDS", 0.3)
     reading, most, lock, read = [0], [0], threading.Lock(), handlers.read_gauges
 
@@ -367,20 +337,16 @@ def test_metrics_reads_run_beside_the_passes_a_few_at_a_time(monkeypatch):
                                          "reason": "AllNodesRunning"}]}
     master = pod(0, "Running")
     master["status"]["podIP"] = "127.0.0.1"
-    master["spec"] = {"containers": [{"ports": [{"name": "metrics",
-                                                 "containerPort": server.server_address[1]}]}]}
     api = FakeApi(status, [master, pod(1, "Running")], conflict=False)
     memo = new_memo(api)
-    try:
+    with hostile_metrics.serving() as port:
+        master["spec"] = {"containers": [{"ports": [{"name": "metrics", "containerPort": port}]}]}
         for i in range(20):
             api.body["metadata"]["name"] = f"r50-{i}"
             started = time.monotonic()
             handlers.reconcile_one(memo, "ml", f"r50-{i}")
             assert time.monotonic() - started < 0.25  # the read is not waited for
         memo.readers.shutdown(wait=True)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert len(memo.readings) == 20 and all(not r.gauges for r in memo.readings.values())
     assert most[0] == handlers.METRICS_READERS
 
