@@ -1,10 +1,13 @@
 """kopf wiring only: read the world, call the pure core, apply what it returns.
 
-Three triggers lead to the same reconcile_one(namespace, name):
+Four triggers lead to the same reconcile_one(namespace, name):
   * a watch event of the training (created, spec or status changed);
-  * a watch event of one of its pods (labelled with the training's name);
-  * a sweep over all trainings every reconcile interval, for what time alone changes
-    (the end of a restart back-off, deadlines, TTLs, pods stuck Terminating).
+  * a watch event of one of its pods (labelled with the training's name), or a Warning
+    Event of one;
+  * a sweep that lists the trainings every reconcile interval and passes over those that
+    time alone changes (the end of a restart back-off, deadlines, TTLs: next_wakeup), and
+    over each at least every resync interval (pods stuck Terminating, a missed event);
+  * a read of a running training's progress that found something new.
 Deliberately no per-object kopf timer or daemon: kopf puts a finalizer on every object
 that has one, and a training could then not be deleted while the operator is down.
 
@@ -80,6 +83,10 @@ def keep_per_training_state(memo: kopf.Memo) -> None:
     memo.queued = set()  # trainings with a pass waiting for their lock
     memo.queued_lock = threading.Lock()
     memo.pod_warnings = reconcile.PodWarnings()  # per pod, from the watch of Events
+    memo.pod_training = {}  # pod uid -> its training's key, from the watch of pods
+    memo.last_pass = {}  # time.monotonic() of its last pass
+    memo.gone = {}  # deleted trainings -> time.monotonic(): their pods' events are echoes
+    memo.masters = {}  # (attempt, ip, port) of its master pod, as its last pass saw it
     memo.progress_read = {}  # time.monotonic() when its last read of progress started
     memo.readings = {}  # its last completed Reading
     memo.reading = set()  # trainings whose progress is being read now
@@ -97,25 +104,38 @@ def stop_sweeping(memo: kopf.Memo, **_: Any) -> None:
 def on_training_event(type: str, namespace: str, name: str, memo: kopf.Memo,
                       **_: Any) -> None:
     if type != "DELETED":
+        memo.gone.pop((namespace, name), None)
         reconcile_one(memo, namespace, name)
     else:  # what the operator kept per training goes with it
-        for kept in (memo.progress_read, memo.readings, memo.locks):
+        for kept in (memo.progress_read, memo.readings, memo.locks, memo.last_pass,
+                     memo.masters):
             kept.pop((namespace, name), None)
+        memo.gone[(namespace, name)] = time.monotonic()
 
 
 @kopf.on.event("", "v1", "pods", labels={render.TRAINING_LABEL: kopf.PRESENT})
 def on_pod_event(type: str, uid: str, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
                  **_: Any) -> None:
+    key = (namespace, labels[render.TRAINING_LABEL])
     if type == "DELETED":
         memo.pod_warnings.forget(uid)
-    reconcile_one(memo, namespace, labels[render.TRAINING_LABEL])
+        memo.pod_training.pop(uid, None)
+    else:
+        memo.pod_training[uid] = key
+    if key not in memo.gone:  # the garbage collector deleting a deleted training's pods
+        reconcile_one(memo, *key)
 
 
 @kopf.on.event("", "v1", "events", field="involvedObject.kind", value="Pod")
 def on_pod_warning(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Why a pod does not start (FailedMount, ...), kept for the passes of its training."""
-    if type != "DELETED":
-        memo.pod_warnings.note(dict(body))
+    """Why a pod does not start (FailedMount, ...): kept for the passes of its training,
+    and told to it now."""
+    if type == "DELETED" or body.get("type") != "Warning":
+        return
+    memo.pod_warnings.note(dict(body))
+    key = memo.pod_training.get(body.get("involvedObject", {}).get("uid"))
+    if key is not None:
+        reconcile_one(memo, *key)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
@@ -143,17 +163,43 @@ def _sweep(memo: kopf.Memo) -> None:
 
 
 def sweep_once(memo: kopf.Memo) -> None:
-    """Reconcile every training once. Each is its own failure domain: an error on one is
-    logged with its name and the sweep goes on to the next, so one training's bad spec or
-    refused pod never stops the back-offs, deadlines and TTLs of the others."""
+    """One list of the trainings; a pass over each that time alone changes or that has had
+    none for the resync interval, and a progress read for each running one that is due
+    (its pass comes when the read finds news). An idle training so costs no API request
+    between resyncs. Each training is its own failure domain: an error on one is logged
+    with its name and the sweep goes on to the next, so one training's bad spec or refused
+    pod never stops the back-offs, deadlines and TTLs of the others."""
     namespaces = [memo.settings.namespace] if memo.settings.namespace else [None]
+    now = reconcile.now_utc()
     for namespace in namespaces:
         for item in _list_trainings(memo, namespace):
-            meta = item["metadata"]
+            key = (item["metadata"]["namespace"], item["metadata"]["name"])
             try:
-                reconcile_one(memo, meta["namespace"], meta["name"])
+                if _due(memo, key, item, now):
+                    reconcile_one(memo, *key)
+                elif (master := memo.masters.get(key)) and _progress_due(memo, key):
+                    _start_read(memo, key, *master, judge=False)
             except Exception:
-                log.exception("%s/%s: reconcile failed", meta["namespace"], meta["name"])
+                log.exception("%s/%s: reconcile failed", *key)
+    stale = time.monotonic() - memo.settings.resync_interval_seconds
+    for key in [k for k, at in memo.gone.items() if at < stale]:
+        memo.gone.pop(key, None)
+
+
+def _due(memo: kopf.Memo, key: tuple[str, str], item: dict[str, Any], now: dt.datetime
+         ) -> bool:
+    """Whether the sweep passes over this training: time changes what a rule decides
+    (reconcile.next_wakeup), or its last pass is a resync interval old."""
+    last = memo.last_pass.get(key)
+    if last is None or time.monotonic() - last >= memo.settings.resync_interval_seconds:
+        return True
+    try:
+        training = render.parse_training(item)
+    except ValueError:  # rejected: nothing of it changes with time
+        return False
+    wakeup = reconcile.next_wakeup(
+        training, ResNet50TrainingStatus.model_validate(item.get("status") or {}))
+    return wakeup is not None and now >= wakeup
 
 
 def _list_trainings(memo: kopf.Memo, namespace: str | None) -> list[dict[str, Any]]:
@@ -175,6 +221,7 @@ def reconcile_one(memo: kopf.Memo, namespace: str, name: str) -> None:
     with memo.locks[key]:
         with memo.queued_lock:
             memo.queued.discard(key)
+        memo.last_pass[key] = time.monotonic()
         _reconcile(memo, namespace, name)
 
 
@@ -265,43 +312,68 @@ def _progress(memo: kopf.Memo, t: render.Training, status: ResNet50TrainingStatu
     master = next((p for p in pods if p.index == 0 and p.attempt == status.attempt
                    and p.phase == "Running" and p.ip and p.metrics_port), None)
     if master is None or status.phase != "Running":
+        memo.masters.pop(key, None)
         return reading
+    memo.masters[key] = (status.attempt, master.ip, master.metrics_port)
     hang = reconcile.hang_deadline(status, t.spec.run_policy)
     overdue = hang is not None and reconcile.now_utc() >= hang and (
         reading is None or reading.at < hang)
-    due = memo.progress_read.get(key, -1e9) + memo.settings.progress_interval_seconds
-    if time.monotonic() >= due or overdue:
-        with memo.reading_lock:
-            if key in memo.reading:
-                return reading
-            memo.reading.add(key)
-        memo.progress_read[key] = time.monotonic()
-        memo.readers.submit(_read, memo, key, status.attempt, master.ip, master.metrics_port)
+    if _progress_due(memo, key) or overdue:
+        _start_read(memo, key, *memo.masters[key], judge=overdue)
     return reading
 
 
-def _read(memo: kopf.Memo, key: tuple[str, str], attempt: int, ip: str, port: int) -> None:
-    """On a reader thread: one read of a master's gauges, kept for the next pass."""
+def _progress_due(memo: kopf.Memo, key: tuple[str, str]) -> bool:
+    return time.monotonic() >= memo.progress_read.get(key, -1e9) + \
+        memo.settings.progress_interval_seconds
+
+
+def _start_read(memo: kopf.Memo, key: tuple[str, str], attempt: int, ip: str, port: int,
+                judge: bool) -> None:
+    """A read of the master's gauges on a reader thread, unless one is under way."""
+    with memo.reading_lock:
+        if key in memo.reading:
+            return
+        memo.reading.add(key)
+    memo.progress_read[key] = time.monotonic()
+    memo.readers.submit(_read, memo, key, attempt, ip, port, judge)
+
+
+def _read(memo: kopf.Memo, key: tuple[str, str], attempt: int, ip: str, port: int,
+          judge: bool) -> None:
+    """On a reader thread: one read of a master's gauges, kept for the training's passes;
+    and a pass now when it brought news, or the training waits to be judged on it."""
     at = reconcile.now_utc()
     try:
         try:
-            memo.readings[key] = Reading(attempt, at, read_gauges(ip, port))
+            reading: Reading | None = Reading(attempt, at, read_gauges(ip, port))
         except urllib.error.URLError as exc:
             if isinstance(exc, urllib.error.HTTPError) or \
                     isinstance(exc.reason, ConnectionRefusedError):
                 # the pod answered, its trainer does not serve (yet): no progress
-                memo.readings[key] = Reading(attempt, at, {})
+                reading = Reading(attempt, at, {})
             else:  # the pod was not reached: no news, which judges nothing, so that a
                 # NetworkPolicy that drops the operator's reads makes no training look hung
                 log.debug("%s/%s: progress not read: %s", *key, exc.reason)
+                reading = None
         except (OSError, ValueError) as exc:
             # connected, but no usable answer in time: a stopped or hung trainer, or an
             # endpoint that is not the trainer's: no progress
             log.debug("%s/%s: progress not read: %s", *key, exc)
-            memo.readings[key] = Reading(attempt, at, {})
+            reading = Reading(attempt, at, {})
+        if reading is None:
+            return
+        before = memo.readings.get(key)
+        memo.readings[key] = reading
     finally:
         with memo.reading_lock:
             memo.reading.discard(key)
+    news = before is None or (before.attempt, before.gauges) != (attempt, reading.gauges)
+    if news or judge:
+        try:
+            reconcile_one(memo, *key)
+        except Exception:
+            log.exception("%s/%s: reconcile failed", *key)
 
 
 # Pod IPs are reached directly: an HTTP(S)_PROXY set for the operator's own egress would

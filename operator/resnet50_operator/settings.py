@@ -17,8 +17,14 @@ ANY_IMAGE = "*"
 class OperatorSettings(BaseModel):
     trainer_image: str = Field("resnet50-operator/trainer:0.1.0",
                                description="Image of trainings whose spec.image is unset.")
-    reconcile_interval_seconds: float = Field(5.0, gt=0, description="How often each "
-                                              "training is compared with its pods.")
+    reconcile_interval_seconds: float = Field(5.0, gt=0, description="How often the sweep "
+                                              "looks for trainings that time alone changes "
+                                              "(a back-off, a deadline, a TTL, a progress "
+                                              "read).")
+    resync_interval_seconds: float = Field(60.0, gt=0, description="How often each training "
+                                           "is compared with its pods even when nothing "
+                                           "happened (pods stuck terminating, a missed "
+                                           "event).")
     rendezvous_port: int = Field(29500, ge=1, le=65535, description="Port of the DDP "
                                  "rendezvous on the master pod.")
     metrics_port: int = Field(9402, ge=1, le=65535, description="Port of the trainer's "

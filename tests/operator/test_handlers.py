@@ -3,6 +3,7 @@ that counts them is written, and deleted only after the status that explains it.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import io
 import json
@@ -272,7 +273,9 @@ def test_one_trainings_error_does_not_stop_the_sweep_for_the_others(monkeypatch,
         reconciled.append(f"{namespace}/{name}")
 
     monkeypatch.setattr(handlers, "reconcile_one", reconcile_one)
-    handlers.sweep_once(SimpleNamespace(settings=OperatorSettings(), custom=api))
+    memo = new_memo()
+    memo.custom = api
+    handlers.sweep_once(memo)
     assert reconciled == ["b/healthy", "b/other"]
     assert [r.getMessage() for r in caplog.records] == ["a/poison: reconcile failed"]
 
@@ -360,14 +363,15 @@ def test_a_pod_that_answers_without_progress_is_a_reading_but_one_not_reached_is
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    handlers._read(memo, ("ml", "closed"), 3, "127.0.0.1", port)
+    monkeypatch.setattr(handlers, "reconcile_one", lambda memo, ns, name: None)
+    handlers._read(memo, ("ml", "closed"), 3, "127.0.0.1", port, judge=False)
     assert (memo.readings[("ml", "closed")].attempt, memo.readings[("ml", "closed")].gauges) \
         == (3, {})
     for name, error in (("slow", TimeoutError("metrics not read within 3 s")),
                         ("dropped", urllib.error.URLError(TimeoutError("timed out")))):
         monkeypatch.setattr(handlers, "read_gauges",
                             lambda ip, port, e=error: (_ for _ in ()).throw(e))
-        handlers._read(memo, ("ml", name), 0, "10.0.0.7", 9402)
+        handlers._read(memo, ("ml", name), 0, "10.0.0.7", 9402, judge=False)
     assert ("ml", "slow") in memo.readings and ("ml", "dropped") not in memo.readings
     assert not memo.reading  # none still marked as under way
 
@@ -403,3 +407,70 @@ def test_a_pod_the_kubernetes_client_refuses_fails_the_training(monkeypatch):
     assert failed["message"] == (
         "the Kubernetes client refused pod r50-0: spec.tolerations.0.tolerationSeconds: Input "
         "should be a valid integer (got 'soon')")
+
+
+def listed(name: str, **status: object) -> dict:
+    return {"metadata": {"namespace": "ml", "name": name}, "spec": {
+        "nodes": 1, "gpusPerNode": 8, "dataset": {"persistentVolumeClaim": {"claimName": "d"}},
+        "runPolicy": {"activeDeadlineSeconds": 600}}, "status": status}
+
+
+def test_the_sweep_passes_only_over_trainings_that_time_changes(monkeypatch):
+    """An idle training costs no request between resyncs: the sweep passes over those whose
+    deadline (or back-off, TTL, hang deadline) has come, and over every one a resync
+    interval after its last pass."""
+    started_long_ago = handlers.reconcile.timestamp(
+        handlers.reconcile.now_utc() - dt.timedelta(seconds=601))
+    items = [listed("idle", phase="Pending", startTime=handlers.reconcile.timestamp(
+                 handlers.reconcile.now_utc())),
+             listed("past-deadline", phase="Pending", startTime=started_long_ago),
+             listed("never-seen", phase="Pending")]
+    passes = []
+    monkeypatch.setattr(handlers, "reconcile_one", lambda memo, ns, name: passes.append(name))
+    memo = new_memo()
+    memo.custom = SimpleNamespace(list_cluster_custom_object=lambda *a: {"items": items})
+    now = time.monotonic()
+    memo.last_pass.update({("ml", "idle"): now, ("ml", "past-deadline"): now})
+    handlers.sweep_once(memo)
+    assert passes == ["past-deadline", "never-seen"]
+    memo.last_pass[("ml", "idle")] = now - memo.settings.resync_interval_seconds
+    passes.clear()
+    handlers.sweep_once(memo)
+    assert "idle" in passes
+
+
+def test_a_read_that_brings_news_passes_over_its_training(monkeypatch):
+    memo, passes = new_memo(), []
+    monkeypatch.setattr(handlers, "reconcile_one", lambda memo, ns, name: passes.append(name))
+    gauges = iter([{"global_step": 10.0}, {"global_step": 10.0}, {"global_step": 11.0}])
+    monkeypatch.setattr(handlers, "read_gauges", lambda ip, port: next(gauges))
+    for _ in range(3):
+        handlers._read(memo, ("ml", "r50"), 0, "10.0.0.7", 9402, judge=False)
+    assert passes == ["r50", "r50"]  # the first reading, and the step that moved
+    monkeypatch.setattr(handlers, "read_gauges", lambda ip, port: {"global_step": 11.0})
+    handlers._read(memo, ("ml", "r50"), 0, "10.0.0.7", 9402, judge=True)  # to be judged
+    assert passes == ["r50", "r50", "r50"]
+
+
+def test_the_pods_of_a_deleted_training_cost_no_pass(monkeypatch):
+    memo, passes = new_memo(), []
+    monkeypatch.setattr(handlers, "reconcile_one", lambda memo, ns, name: passes.append(name))
+    labels = {render.TRAINING_LABEL: "r50"}
+    handlers.on_training_event(type="DELETED", namespace="ml", name="r50", memo=memo)
+    handlers.on_pod_event(type="DELETED", uid="u0", namespace="ml", labels=labels, memo=memo)
+    assert passes == []
+    handlers.on_training_event(type="ADDED", namespace="ml", name="r50", memo=memo)
+    handlers.on_pod_event(type="ADDED", uid="u0", namespace="ml", labels=labels, memo=memo)
+    assert passes == ["r50", "r50"]  # a new training of the same name
+
+
+def test_a_pods_warning_passes_over_its_training(monkeypatch):
+    memo, passes = new_memo(), []
+    monkeypatch.setattr(handlers, "reconcile_one", lambda memo, ns, name: passes.append(name))
+    handlers.on_pod_event(type="ADDED", uid="u1", namespace="ml",
+                          labels={render.TRAINING_LABEL: "r50"}, memo=memo)
+    for uid in ("u1", "someone-elses"):
+        handlers.on_pod_warning(type="ADDED", body=warning(uid, "FailedMount",
+                                                           "2026-11-22T00:00:02Z"), memo=memo)
+    assert passes == ["r50", "r50"]
+    assert memo.pod_warnings.newest("u1") == ("FailedMount", "m")

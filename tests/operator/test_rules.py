@@ -266,3 +266,24 @@ def test_readiness_fails_past_the_startup_timeout():
                         [pod(0), pod(1, "Pending")], {"runPolicy": {"startupTimeoutSeconds": 60}})
     assert (d, st.phase) == (True, "Failed")
     assert next(c for c in st.conditions if c.type == "Failed").reason == "StartupTimeout"
+
+
+@pytest.mark.parametrize(("status", "run_policy", "wakeup"), [
+    ({"phase": "Pending"}, {}, None),  # only an event can change it
+    ({"phase": "Restarting", "restart_at": at(30)}, {}, at(30)),
+    ({"phase": "Pending"}, {"activeDeadlineSeconds": 600}, at(600)),
+    ({"phase": "Suspended"}, {"activeDeadlineSeconds": 600}, None),  # not while suspended
+    ({"phase": "Failed", "completion_time": at(10)}, {"ttlSecondsAfterFinished": 60}, at(70)),
+    ({"phase": "Pending", "attempt_start_time": at(5)}, {"startupTimeoutSeconds": 100},
+     at(105)),
+    ({"phase": "Running", "conditions": [{"type": "Running", "status": "True",
+                                          "reason": "AllNodesRunning",
+                                          "lastTransitionTime": at(20)}]},
+     {"firstProgressDeadlineSeconds": 900}, at(920)),
+    ({"phase": "Pending", "restart_at": at(50)}, {"activeDeadlineSeconds": 40}, at(40)),
+], ids=["idle", "back-off", "deadline", "suspended", "ttl", "startup-timeout",
+        "first-progress", "earliest"])
+def test_next_wakeup(status, run_policy, wakeup):
+    st = ResNet50TrainingStatus(**{"start_time": at(0), **status})
+    found = rules.next_wakeup(training({"runPolicy": run_policy}), st)
+    assert (timestamp(found) if found else None) == wakeup

@@ -37,15 +37,15 @@ from resnet50_operator.reconcile.observe import (
     timestamp,
 )
 from resnet50_operator.reconcile.progress import hang_deadline, progress_status
-from resnet50_operator.reconcile.rules import RULES, Pass
+from resnet50_operator.reconcile.rules import RULES, Pass, next_wakeup
 from resnet50_operator.settings import OperatorSettings
 from resnet50_operator.spec import ResNet50TrainingStatus
 
 __all__ = [
     "Action", "CreateObject", "Decision", "DeletePod", "DeleteTraining", "Event", "Failure",
     "PodView", "PodWarnings", "classify", "find_condition", "hang_deadline", "now_utc",
-    "observe_pod", "parse_time", "progress_status", "reconcile", "refused", "reject",
-    "root_cause", "set_condition", "timestamp",
+    "next_wakeup", "observe_pod", "parse_time", "progress_status", "reconcile", "refused",
+    "reject", "root_cause", "set_condition", "timestamp",
 ]
 
 

@@ -382,6 +382,27 @@ def _why_waiting(current: list[PodView], total: int, running: int) -> tuple[str,
     return "WaitingForPods", f"{running} of {total} node(s) running"
 
 
+def next_wakeup(t: render.Training, status: ResNet50TrainingStatus) -> dt.datetime | None:
+    """When, with nothing else happening, a rule would decide differently: the end of a
+    restart back-off (backing_off), the deadline (past_deadline), the TTL (finished), the
+    startup timeout (readiness), the hang deadlines (failed). None: only an event can."""
+    policy, phase = t.spec.run_policy, status.phase
+    times = [parse_time(status.restart_at)]
+    started = parse_time(status.start_time)
+    if policy.active_deadline_seconds and started and phase not in (
+            "Suspended", "Succeeded", "Failed"):
+        times.append(started + dt.timedelta(seconds=policy.active_deadline_seconds))
+    done = parse_time(status.completion_time)
+    if policy.ttl_seconds_after_finished is not None and done and phase in ("Succeeded",
+                                                                            "Failed"):
+        times.append(done + dt.timedelta(seconds=policy.ttl_seconds_after_finished))
+    created = parse_time(status.attempt_start_time)
+    if policy.startup_timeout_seconds and created and phase == "Pending":
+        times.append(created + dt.timedelta(seconds=policy.startup_timeout_seconds))
+    times.append(hang_deadline(status, policy))
+    return min((w for w in times if w is not None), default=None)
+
+
 # The order of precedence: the first rule that decides ends the pass.
 RULES: tuple[Rule, ...] = (
     finished,
