@@ -1,6 +1,7 @@
 import pytest
 
 from resnet50_trainer.config import PRESETS, TrainConfig, parse_config, validate_world
+from resnet50_trainer.contract import EXIT_CONFIG
 from resnet50_trainer.errors import ConfigError
 
 SYNTH = ["--synthetic"]
@@ -108,4 +109,17 @@ def test_global_batch_must_cover_and_divide_the_world():
     with pytest.raises(ConfigError, match="smaller than the 8 processes"):
         validate_world(cfg, 8)
     with pytest.raises(ConfigError, match="does not divide evenly over 4 processes"):
+        validate_world(cfg, 4)
+
+
+def test_one_image_per_process_cannot_train_batchnorm():
+    with pytest.raises(ConfigError, match="^--batch-size 1 per process: BatchNorm cannot train "
+                       "on one image; use at least 2$") as exc:
+        parse_config([*SYNTH, "-b", "1"])
+    assert exc.value.exit_code == EXIT_CONFIG
+    parse_config([*SYNTH, "-b", "1", "--test-only"])  # evaluation uses the running statistics
+    cfg = parse_config([*SYNTH, "--global-batch-size", "4"])
+    validate_world(cfg, 2)
+    with pytest.raises(ConfigError, match="^--global-batch-size 4 over 4 processes is 1 image "
+                       "per process: BatchNorm cannot train on one image; use at least 2$"):
         validate_world(cfg, 4)

@@ -5,6 +5,7 @@ import torch
 from jpeg_datasets import make_folder_dataset, write_lists
 
 from resnet50_trainer.config import parse_config
+from resnet50_trainer.contract import EXIT_CONFIG
 from resnet50_trainer.data import (
     ImageSamples,
     ShardSampler,
@@ -145,3 +146,82 @@ def test_synthetic_backend_needs_no_disk_and_shards_validation():
     images, labels = next(iter(loaders[0].train))
     assert images.shape == (4, 3, 16, 16) and labels.max() < 10
     assert sum(len(t) for lo in loaders for _, t in lo.val) == 11
+
+
+def one_line_config_error(root, num_classes=None) -> str:
+    """discover()'s error: exit 2 (not a data error), one line, no traceback."""
+    with pytest.raises(ConfigError) as exc:
+        discover(root, num_classes)
+    assert exc.value.exit_code == EXIT_CONFIG and "\n" not in str(exc.value)
+    return str(exc.value)
+
+
+def list_dataset(tmp_path, train_labels, val_labels=(0,)):
+    """One image per line, labelled as given (the images need only exist)."""
+    root = make_folder_dataset(tmp_path / "ds", classes=1, train_per_class=1, val_per_class=1)
+    image = next((root / "train" / "n01440764").iterdir()).relative_to(root)
+    val_image = next((root / "val" / "n01440764").iterdir()).relative_to(root)
+    (root / "train_list.txt").write_text("".join(f"{image} {n}\n" for n in train_labels))
+    (root / "val_list.txt").write_text("".join(f"{val_image} {n}\n" for n in val_labels))
+    return root
+
+
+def test_list_not_in_utf8_names_the_line_and_column(tmp_path):
+    root = list_dataset(tmp_path, [0, 1])
+    lines = (root / "val_list.txt").read_bytes() + "val/caf\u00e9.JPEG 1\n".encode("latin-1")
+    (root / "val_list.txt").write_bytes(lines)
+    assert one_line_config_error(root) == (
+        f"{root / 'val_list.txt'}:2: not UTF-8 (byte 0xe9 at column 8); save the list as UTF-8")
+
+
+def test_list_with_a_utf8_bom_reads_like_without(tmp_path):
+    root = list_dataset(tmp_path, [0, 1])
+    (root / "train_list.txt").write_bytes(b"\xef\xbb\xbf" + (root / "train_list.txt").read_bytes())
+    index = discover(root)
+    assert index.num_classes == 2 and "\ufeff" not in index.train[0][0]
+    # And a later bad byte is still counted in bytes from the start of its line.
+    (root / "train_list.txt").write_bytes(b"\xef\xbb\xbf\xff 0\n")
+    assert ":1: not UTF-8 (byte 0xff at column 4)" in one_line_config_error(root)
+
+
+def test_labels_starting_at_1_are_refused_plainly(tmp_path):
+    root = list_dataset(tmp_path, [1, 2, 3], val_labels=[1])
+    assert one_line_config_error(root) == (
+        f"{root / 'train_list.txt'}: labels start at 1: they must start at 0 (subtract 1 from "
+        "every label of both lists), or give --num-classes 4 if labels below 1 are meant to "
+        "be unused")
+    assert discover(root, num_classes=4).num_classes == 4
+
+
+def test_label_gaps_are_listed_with_the_largest_label(tmp_path):
+    root = list_dataset(tmp_path, [0, 1, 999, 1])  # a typo for 2
+    assert one_line_config_error(root) == (
+        f"{root / 'train_list.txt'}: labels 0..999 expected (1 + the largest), 997 missing: "
+        "2-998; the largest, 999, is on line 3; give --num-classes if the gaps are meant")
+    root = list_dataset(tmp_path / "many", [0, *range(2, 20, 2)])
+    assert "9 missing: 1, 3, 5, 7, 9 and 4 more;" in one_line_config_error(root)
+
+
+def test_labels_beyond_the_given_num_classes_name_their_line(tmp_path):
+    root = list_dataset(tmp_path, [0, 2, 1])
+    assert discover(root, num_classes=5).num_classes == 3  # gaps allowed when given
+    assert one_line_config_error(root, num_classes=2) == (
+        f"{root / 'train_list.txt'}:2: has label 2, but --num-classes is 2 (labels 0..1)")
+    root = list_dataset(tmp_path / "val", [0, 1], val_labels=[0, 4])
+    assert one_line_config_error(root, num_classes=3) == (
+        f"{root / 'val_list.txt'}:2: has label 4, but --num-classes is 3 (labels 0..2)")
+
+
+def test_negative_label_names_its_line(tmp_path):
+    root = list_dataset(tmp_path, [0, -1])
+    assert one_line_config_error(root) == (
+        f"{root / 'train_list.txt'}:2: label -1 is negative; labels start at 0")
+
+
+def test_loaders_pass_num_classes_to_the_label_check(tmp_path):
+    root = list_dataset(tmp_path, [0, 3])
+    args = ["--data-path", str(root), "-b", "2", "-j", "0"]
+    with pytest.raises(ConfigError, match="2 missing: 1-2;"):
+        build_loaders(parse_config(args), Placement(0, 0, 1, CPU))
+    cfg = parse_config([*args, "--num-classes", "4"])
+    assert build_loaders(cfg, Placement(0, 0, 1, CPU)).num_classes == 4

@@ -172,7 +172,7 @@ def test_missing_data_path_under_the_launcher_is_one_line_and_exit_2(tmp_path):
 def test_a_worker_configuration_error_keeps_exit_2_through_the_launcher(tmp_path):
     data = make_folder_dataset(tmp_path / "data", classes=2, train_per_class=2, val_per_class=1)
     (data / "val" / "n01440765").rename(data / "val" / "n05555555")
-    proc = run("--data-path", str(data), "--nproc-per-node", "2", "-b", "1",
+    proc = run("--data-path", str(data), "--nproc-per-node", "2", "-b", "2",
                "--output-dir", str(tmp_path / "o"))
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if "resnet50-train: error" in line]
@@ -227,7 +227,7 @@ def test_every_optional_feature_trains_checkpoints_and_resumes(tmp_path):
 
 
 def test_sync_bn_on_cpu_is_a_configuration_error(tmp_path):
-    proc = run("--synthetic", "--synthetic-train-size", "4", "-b", "1", "--num-classes", "2",
+    proc = run("--synthetic", "--synthetic-train-size", "4", "-b", "2", "--num-classes", "2",
                "--sync-bn", "--nproc-per-node", "2", "--output-dir", str(tmp_path))
     assert proc.returncode == 2
     assert "resnet50-train: error: --sync-bn needs GPUs" in proc.stderr

@@ -330,6 +330,11 @@ def parse_config(argv: list[str], env: Mapping[str, str] | None = None) -> Train
     return cfg
 
 
+# Training BatchNorm normalises each process's batch by its own mean and variance: with
+# one image they are that image's (or, on a 1x1 feature map, undefined: a traceback).
+_ONE_IMAGE = "{}: BatchNorm cannot train on one image; use at least 2"
+
+
 def validate(cfg: TrainConfig) -> None:
     """Checks that need no dataset and no process group."""
     if cfg.data_backend != "synthetic" and not cfg.data_path:
@@ -349,6 +354,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.model_ema and not 0 < cfg.model_ema_decay < 1:
         raise ConfigError(f"--model-ema-decay must be in (0, 1), got {cfg.model_ema_decay}")
+    if cfg.global_batch_size is None and cfg.batch_size == 1 and not cfg.test_only:
+        raise ConfigError(_ONE_IMAGE.format("--batch-size 1 per process"))
 
 
 def validate_world(cfg: TrainConfig, world_size: int) -> None:
@@ -364,3 +371,7 @@ def validate_world(cfg: TrainConfig, world_size: int) -> None:
                 f"--global-batch-size {cfg.global_batch_size} does not divide evenly over "
                 f"{world_size} processes"
             )
+        if cfg.per_process_batch(world_size) == 1 and not cfg.test_only:
+            raise ConfigError(_ONE_IMAGE.format(
+                f"--global-batch-size {cfg.global_batch_size} over {world_size} processes is 1 "
+                f"image per process"))

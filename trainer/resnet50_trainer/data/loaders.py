@@ -113,7 +113,7 @@ class _DiskPlan:
 
 
 def _plan_disk_loaders(cfg: TrainConfig, where: Placement) -> _DiskPlan:
-    index = discover(cfg.data_path or "")
+    index = discover(cfg.data_path or "", cfg.num_classes)
     log.info("Dataset %s (%s layout): %d training and %d validation images, %d classes",
              cfg.data_path, index.layout, len(index.train), len(index.val), index.num_classes)
     batch = cfg.per_process_batch(where.world_size)
