@@ -88,6 +88,30 @@ def test_an_output_dir_that_cannot_be_written_is_a_configuration_error(tmp_path)
     assert list((tmp_path / "new" / "run").iterdir()) == []
 
 
+def with_best(epoch, best_acc1, best_epoch):
+    return {**state(epoch), "totals": {"best_acc1": best_acc1, "best_epoch": best_epoch}}
+
+
+def test_a_lost_best_pt_is_recovered_from_the_checkpoint_of_the_best_epoch(tmp_path, caplog):
+    best = tmp_path / checkpoint.BEST_NAME
+    checkpoint.recover_best(tmp_path, with_best(3, 50.0, 3))  # killed before best.pt was written
+    assert checkpoint.load(best)["epoch"] == 3
+    assert caplog.messages == [f"recovered {best} from the checkpoint of epoch 3 (Acc@1 50.000)"]
+    caplog.clear()
+    checkpoint.recover_best(tmp_path, with_best(4, 50.0, 3))  # best.pt holds it: untouched
+    assert checkpoint.load(best)["epoch"] == 3 and caplog.messages == []
+
+
+def test_a_best_pt_that_cannot_be_recovered_is_one_warning(tmp_path, caplog):
+    best = tmp_path / checkpoint.BEST_NAME
+    checkpoint.save_atomic(with_best(1, 40.0, 1), best)
+    checkpoint.recover_best(tmp_path, with_best(3, 50.0, 2))  # epoch 2's weights are gone
+    assert checkpoint.load(best)["epoch"] == 1
+    assert caplog.messages == [
+        f"{best} does not hold the best Acc@1 so far, 50.000 (epoch 2), and cannot be "
+        "recovered: it is written again at the next higher Acc@1"]
+
+
 # ------------------------------------------------------------------ unreadable files
 
 
@@ -198,11 +222,11 @@ TINY_RUN = ["--synthetic", "--synthetic-train-size", "2", "--synthetic-val-size"
             "--val-resize-size", "32", "--val-crop-size", "32", "--device", "cpu", "-j", "0"]
 
 
-def train(output_dir, *args):
+def train(output_dir, *args, before_main=""):
+    code = f"{before_main}\nfrom resnet50_trainer.cli import main\nmain()"
     return subprocess.run(
-        [sys.executable, "-m", "resnet50_trainer", *TINY_RUN, "--output-dir", str(output_dir),
-         *args], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        [sys.executable, "-c", code, *TINY_RUN, "--output-dir", str(output_dir), *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def error_line(proc) -> str:
@@ -225,6 +249,39 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_one_before(tmp_path):
     assert f"Resumed from {checkpoint.epoch_path(out, 1)} (epoch 1 done" in again.stdout
     assert (out / "checkpoint_epoch0002.pt.unreadable").read_bytes() == truncated
     assert checkpoint.load(newest, checkpoint.RESUME_KEYS)["epoch"] == 2  # trained again
+
+
+KILLED_AT_THE_EPOCH_CHECKPOINT = """
+import os, signal
+from resnet50_trainer import checkpoint
+save_atomic = checkpoint.save_atomic
+def save_or_die(state, path):
+    if path.name.startswith("checkpoint_epoch"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    save_atomic(state, path)
+checkpoint.save_atomic = save_or_die
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_while_saving_the_best_epoch_keeps_its_best_pt(tmp_path):
+    out = tmp_path / "out"
+    killed = train(out, "--epochs", "1", before_main=KILLED_AT_THE_EPOCH_CHECKPOINT)
+    assert killed.returncode == -9, killed.stderr
+    assert checkpoint.epoch_checkpoints(out) == []
+    best = checkpoint.load(out / checkpoint.BEST_NAME, checkpoint.RESUME_KEYS)
+    assert best["epoch"] == 1 and best["totals"]["best_epoch"] == 1
+
+
+@pytest.mark.slow
+def test_a_resume_recovers_the_best_pt_that_an_earlier_run_lost(tmp_path):
+    out = tmp_path / "out"
+    assert train(out, "--epochs", "1").returncode == 0
+    (out / checkpoint.BEST_NAME).unlink()  # what the old order lost to a kill between writes
+    again = train(out, "--epochs", "1")
+    assert again.returncode == 0, again.stderr
+    assert f"recovered {out / checkpoint.BEST_NAME} from the checkpoint of epoch 1" in again.stdout
+    assert checkpoint.load(out / checkpoint.BEST_NAME)["epoch"] == 1
 
 
 @pytest.mark.slow

@@ -62,6 +62,34 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         os.close(dir_fd)
 
 
+def recover_best(output_dir: Path, state: dict[str, Any]) -> None:
+    """Make best.pt hold the best Acc@1 that the resumed checkpoint `state` records.
+
+    A trainer that wrote the epoch checkpoint before best.pt could lose best.pt to a kill
+    between the two writes. It is copied back when `state` is that best epoch; otherwise
+    the best weights are gone, which one warning says, and the run continues.
+    """
+    totals = state["totals"]
+    best_acc1, best_epoch = totals.get("best_acc1"), totals.get("best_epoch")
+    if best_acc1 is None:
+        return
+    best = output_dir / BEST_NAME
+    try:
+        held = load(best, _REQUIRED_KEYS | {"totals"})["totals"].get("best_acc1")
+    except Unreadable:
+        held = None
+    if held is not None and held >= best_acc1:  # higher: killed before this epoch's checkpoint
+        return
+    if best_epoch == state["epoch"]:
+        save_atomic(state, best)
+        log.warning("recovered %s from the checkpoint of epoch %d (Acc@1 %.3f)",
+                    best, best_epoch, best_acc1)
+        return
+    log.warning("%s does not hold the best Acc@1 so far, %.3f (epoch %s), and cannot be "
+                "recovered: it is written again at the next higher Acc@1",
+                best, best_acc1, "unknown" if best_epoch is None else best_epoch)
+
+
 def check_writable(output_dir: Path) -> None:
     """Create --output-dir if needed and make sure files can be written there."""
     try:

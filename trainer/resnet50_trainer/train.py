@@ -107,6 +107,7 @@ class Totals:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps completed
     best_acc1: float | None = None
+    best_epoch: int | None = None  # the epoch best.pt holds; absent from older checkpoints
     train_images: int = 0
     train_seconds: float = 0.0
     elapsed_seconds: float = 0.0  # wall time of all attempts, evaluation included
@@ -125,7 +126,7 @@ class Totals:
         """Whether `result` is the best Acc@1 so far (strictly better than every earlier)."""
         if result is None or (self.best_acc1 is not None and not result.acc1 > self.best_acc1):
             return False
-        self.best_acc1 = result.acc1
+        self.best_acc1, self.best_epoch = result.acc1, self.epoch
         return True
 
 
@@ -240,6 +241,8 @@ class Run:
             if state["scaler"]:  # empty when saved without amp
                 self.scaler.load_state_dict(state["scaler"])
         self.totals = Totals(**state["totals"])
+        if self.where.is_main and not self.cfg.test_only:
+            checkpoint.recover_best(self.output_dir, state)
         return path
 
     def save(self, is_best: bool) -> None:
@@ -257,11 +260,13 @@ class Run:
             "totals": dataclasses.asdict(self.totals),
             "config": dataclasses.asdict(self.cfg),
         }
+        # best.pt first: a checkpoint that records a best Acc@1 must never exist without the
+        # best.pt of that Acc@1, which a kill between the two writes would otherwise lose.
+        if is_best:
+            checkpoint.save_atomic(state, self.output_dir / checkpoint.BEST_NAME)
         path = checkpoint.epoch_path(self.output_dir, self.totals.epoch)
         checkpoint.save_atomic(state, path)
         checkpoint.prune(self.output_dir, self.cfg.keep_checkpoints)
-        if is_best:
-            checkpoint.save_atomic(state, self.output_dir / checkpoint.BEST_NAME)
         self.report.checkpoint_written(path, self.totals.epoch)
 
     # ------------------------------------------------------------ phases
