@@ -15,6 +15,12 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
+# The reasons of refusals that may pass: the training waits with one of them on its Running
+# condition, and the sweep tries it again each interval (rules.next_wakeup), as nothing that
+# lifts them (a quota raised, a ServiceAccount created) is an event of the training.
+RETRIED = ("QuotaExceeded", "PriorityClassNotFound", "ServiceAccountNotFound", "Forbidden",
+           "TooManyRequests", "CreateFailed")
+
 
 class Refusal(NamedTuple):
     for_good: bool  # until the spec changes

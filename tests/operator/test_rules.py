@@ -281,8 +281,11 @@ def test_readiness_fails_past_the_startup_timeout():
                                           "lastTransitionTime": at(20)}]},
      {"firstProgressDeadlineSeconds": 900}, at(920)),
     ({"phase": "Pending", "restart_at": at(50)}, {"activeDeadlineSeconds": 40}, at(40)),
+    ({"phase": "Pending", "conditions": [{"type": "Running", "status": "False",
+                                          "reason": "QuotaExceeded",
+                                          "lastTransitionTime": at(3)}]}, {}, at(3)),
 ], ids=["idle", "back-off", "deadline", "suspended", "ttl", "startup-timeout",
-        "first-progress", "earliest"])
+        "first-progress", "earliest", "refused"])
 def test_next_wakeup(status, run_policy, wakeup):
     st = ResNet50TrainingStatus(**{"start_time": at(0), **status})
     found = rules.next_wakeup(training({"runPolicy": run_policy}), st)

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from resnet50_operator import policy, render
+from resnet50_operator import policy, refusals, render
 from resnet50_operator.reconcile.decision import (
     Action,
     CreateObject,
@@ -385,7 +385,8 @@ def _why_waiting(current: list[PodView], total: int, running: int) -> tuple[str,
 def next_wakeup(t: render.Training, status: ResNet50TrainingStatus) -> dt.datetime | None:
     """When, with nothing else happening, a rule would decide differently: the end of a
     restart back-off (backing_off), the deadline (past_deadline), the TTL (finished), the
-    startup timeout (readiness), the hang deadlines (failed). None: only an event can."""
+    startup timeout (readiness), the hang deadlines (failed), and at once while a refusal
+    that may pass keeps its pods from being created. None: only an event can."""
     policy, phase = t.spec.run_policy, status.phase
     times = [parse_time(status.restart_at)]
     started = parse_time(status.start_time)
@@ -400,6 +401,10 @@ def next_wakeup(t: render.Training, status: ResNet50TrainingStatus) -> dt.dateti
     if policy.startup_timeout_seconds and created and phase == "Pending":
         times.append(created + dt.timedelta(seconds=policy.startup_timeout_seconds))
     times.append(hang_deadline(status, policy))
+    waiting = find_condition(status.conditions, "Running")
+    if waiting and waiting.reason in refusals.RETRIED:  # try again now
+        times.append(parse_time(waiting.last_transition_time) or dt.datetime.min.replace(
+            tzinfo=dt.timezone.utc))
     return min((w for w in times if w is not None), default=None)
 
 
