@@ -25,7 +25,7 @@ from resnet50_operator import crd, render, spec
 from resnet50_operator.reconcile import progress_status
 from resnet50_operator.settings import ENV_PREFIX, OperatorSettings
 from resnet50_trainer import contract
-from resnet50_trainer.config import TrainConfig, build_parser
+from resnet50_trainer.config import PRESETS, TrainConfig, build_parser, parse_config
 
 ROOT = Path(__file__).parent.parent
 
@@ -663,8 +663,11 @@ def test_the_figures_are_rounded_as_documented():
 
 
 def option_rows() -> list[Row]:
+    """The rows that document options: with their default, or the value accepted from
+    torchvision (the table of differences only compares defaults, see
+    trainer/test_torchvision_parity.py)."""
     return [r for rows in tables(TRAINER, "## Command-line options") for r in rows
-            if "Option" in r.cells]
+            if "Option" in r.cells and r.cells.keys() & {"Default", "Accepted"}]
 
 
 def test_every_option_of_the_trainer_is_documented_and_no_other():
@@ -695,7 +698,7 @@ def test_the_documented_defaults_are_train_configs():
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     for row in option_rows():
         action = actions[ticked(row["Option"])[0].split()[0]]
-        if not row["Default"] or isinstance(action.const, str):  # --synthetic, --amp
+        if not row.cells.get("Default") or isinstance(action.const, str):  # --synthetic, --amp
             continue
         default = defaults[action.dest]
         documented = value(row["Default"])
@@ -722,3 +725,30 @@ def test_every_file_the_where_to_change_table_names_exists():
             path = path.rstrip("/")
             assert any(f == path or f.endswith("/" + path) for f in files), \
                 f"{row.where}: `{path}` names no file or folder of the repository"
+
+
+def test_the_presets_table_is_the_presets():
+    rows = table(TRAINER, "## Presets", column="Preset")
+    assert sorted(ticked(r["Preset"])[0] for r in rows) == sorted(PRESETS)
+    for row in rows:
+        name = ticked(row["Preset"])[0]
+        cfg = parse_config(["--preset", name, "--synthetic", "--master-addr", "node0",
+                            "--node-rank", "1" if PRESETS[name].get("nnodes", 1) > 1 else "0"])
+        world = cfg.nnodes * (cfg.nproc_per_node or 1)
+        batch = cfg.per_process_batch(world)
+        nodes, procs = re.match(r"(\d+) x (\d+)", row["Nodes x processes"]).groups()
+        peak = cfg.peak_lr(world)
+        expected = {
+            "Nodes x processes": (int(nodes), int(procs)) == (cfg.nnodes, cfg.nproc_per_node or 1),
+            "Per-process batch": value(row["Per-process batch"]) == batch,
+            "Global batch": value(row["Global batch"]) == batch * world,
+            "Precision": row["Precision"] == cfg.precision,
+            "channels_last": row["channels_last"] == ("yes" if cfg.channels_last else "no"),
+            "Epochs": value(row["Epochs"]) == cfg.epochs,
+            "Schedule": row["Schedule"] == cfg.lr_scheduler,
+            "Warm-up (epochs)": value(row["Warm-up (epochs)"]) == cfg.warmup_epochs(world),
+            "Peak LR": round(peak, len((row["Peak LR"] + ".").split(".")[1])) == value(
+                row["Peak LR"]),  # to the decimals shown
+        }
+        wrong = [column for column, ok in expected.items() if not ok]
+        assert not wrong, f"{row.where}: {name}'s {', '.join(wrong)} differ from PRESETS"

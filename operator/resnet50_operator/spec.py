@@ -115,7 +115,8 @@ OPERATOR_OPTIONS = {
     "--nnodes": "the operator from spec.nodes",
     "--nproc-per-node": "the operator from spec.gpusPerNode or spec.processesPerNode",
     **dict.fromkeys(("--node-rank", "--master-addr", "--master-port", "--rdzv-backend",
-                     "--rdzv-endpoint", "--rdzv-id", "--rdzv-conf"), _RENDEZVOUS),
+                     "--rdzv-endpoint", "--rdzv-id", "--rdzv-conf", "--world-size",
+                     "--dist-url"), _RENDEZVOUS),
 }
 OPERATOR_OPTION_MESSAGES = {flag: f"{flag} is set by {by}" for flag, by in OPERATOR_OPTIONS.items()}
 

@@ -123,3 +123,70 @@ def test_one_image_per_process_cannot_train_batchnorm():
     with pytest.raises(ConfigError, match="^--global-batch-size 4 over 4 processes is 1 image "
                        "per process: BatchNorm cannot train on one image; use at least 2$"):
         validate_world(cfg, 4)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--start-epoch", "3"], "^--start-epoch 3: the epoch to start from is the checkpoint's"),
+        (["--world-size", "8"], "^--world-size 8: the processes are --nnodes x --nproc-per-node"),
+        (["--dist-url", "tcp://10.0.0.1:23456"], "^--dist-url tcp://10.0.0.1:23456: processes "
+         "meet through torchrun's environment"),
+        (["--backend", "tensor"], "^--backend tensor: --data-backend pytorch decodes with PIL"),
+    ],
+)
+def test_torchvision_options_done_another_way_here_name_that_way(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config([*SYNTH, *argv])
+
+
+def test_torchvision_options_done_another_way_here_accept_their_default():
+    parse_config([*SYNTH, "--start-epoch", "0", "--world-size", "1", "--dist-url", "env://",
+                  "--backend", "PIL"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--train-crop-scale", "0.5", "0.2"], "--train-crop-scale must be 0 < MIN <= MAX <= 1"),
+        (["--train-crop-scale", "0", "1"], "--train-crop-scale must be 0 < MIN <= MAX <= 1"),
+        (["--train-crop-scale", "0.5", "2"], "must be a fraction between 0 and 1, got '2'"),
+        (["--hflip", "1.5"], "--hflip: must be a probability between 0 and 1, got '1.5'"),
+        (["--random-erase", "-0.1"], "must be a probability between 0 and 1"),
+        (["--auto-augment", "foo"], "invalid choice 'foo' \\(choose from ra, ta_wide, augmix"),
+        (["--opt", "lamb"], "invalid choice 'lamb' \\(choose from sgd, sgd_nesterov, rmsprop, "
+         "adamw\\)"),
+        (["--lr-warmup-method", "cosine"], "invalid choice 'cosine'"),
+        (["--progressive-resize-from", "256"], "--progressive-resize-from 256 is larger than "
+         "--train-crop-size 224"),
+        (["--progressive-resize-ramp", "0.8", "0.5"], "must not end before it starts"),
+        (["--precise-bn-images", "-1"], "--precise-bn-images must not be negative"),
+    ],
+)
+def test_bad_augmentation_and_schedule_options(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config([*SYNTH, *argv])
+
+
+def test_torchvision_spellings_are_case_insensitive_as_there():
+    cfg = parse_config([*SYNTH, "--lr-scheduler", "CosineAnnealingLR", "--opt", "SGD",
+                        "--interpolation", "BICUBIC", "--auto-augment", "TA_WIDE"])
+    assert (cfg.lr_scheduler, cfg.opt, cfg.interpolation, cfg.auto_augment) == (
+        "cosine", "sgd", "bicubic", "ta_wide")
+    nesterov = parse_config([*SYNTH, "--opt", "sgd_nesterov"])
+    assert (nesterov.opt, nesterov.nesterov) == ("sgd", True)
+
+
+def test_recipe_presets_carry_their_published_settings():
+    v1 = parse_config(["--preset", "torchvision-v1", *SYNTH])
+    assert (v1.nproc_per_node * v1.batch_size, v1.lr, v1.lr_scheduler, v1.step_milestones(),
+            v1.warmup_epochs(8)) == (256, 0.1, "step", (30, 60), 0.0)
+    v2 = parse_config(["--preset", "torchvision-v2", *SYNTH])
+    assert (v2.nproc_per_node * v2.batch_size, v2.lr, v2.epochs, v2.auto_augment, v2.ra_reps,
+            v2.train_crop_size, v2.val_resize_size, v2.model_ema) == (
+        1024, 0.5, 600, "ta_wide", 4, 176, 232, True)
+    paddle = parse_config(["--preset", "paddleclas-fp32-4cards", *SYNTH])
+    assert (paddle.epochs, paddle.step_milestones()) == (120, (30, 60, 90))
+    ffcv = parse_config(["--preset", "ffcv-16epochs", *SYNTH])
+    assert (ffcv.epochs, ffcv.progressive_resize_from, ffcv.train_crop_size, ffcv.lr_scheduler) \
+        == (16, 160, 192, "linear")

@@ -102,16 +102,19 @@ def test_val_label_unknown_to_training(tmp_path):
 def test_unreadable_image_is_named(tmp_path):
     bad = tmp_path / "broken.JPEG"
     bad.write_bytes(b"not a jpeg")
+    cfg = parse_config(["--synthetic", "--val-resize-size", "36", "--val-crop-size", "32"])
     with pytest.raises(DataError, match=f"cannot read image {bad}"):
-        ImageSamples([(str(bad), 0)], val_transform(36, 32))[0]
+        ImageSamples([(str(bad), 0)], val_transform(cfg))[0]
 
 
 def test_transforms_give_normalised_crops(folder_dataset):
     index = discover(folder_dataset)
-    image, label = ImageSamples(index.train, train_transform(32))[0]
+    cfg = parse_config(["--synthetic", "--train-crop-size", "32", "--val-resize-size", "36",
+                        "--val-crop-size", "28"])
+    image, label = ImageSamples(index.train, train_transform(cfg))[0]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and label == 0
     assert image.mean().abs() < 3  # normalised, not raw 0..255
-    image, _ = ImageSamples(index.val, val_transform(36, 28))[0]
+    image, _ = ImageSamples(index.val, val_transform(cfg))[0]
     assert image.shape == (3, 28, 28)
 
 

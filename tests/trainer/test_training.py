@@ -284,3 +284,22 @@ def test_resume_starts_an_empty_job_and_then_the_job_continues_its_own(tmp_path,
     assert f"Resumed from {first}/checkpoint_epoch0001.pt" in started.stdout
     again = run(*args)
     assert f"Resumed from {second}/checkpoint_epoch0002.pt" in again.stdout
+
+
+@pytest.mark.parametrize(("preset", "extra"), [
+    ("torchvision-v1", []),
+    ("torchvision-v2", []),  # TrivialAugment, random erasing, MixUp/CutMix, EMA, RA sampler
+    ("paddleclas-fp32-4cards", []),
+    ("ffcv-16epochs", ["--train-crop-size", "64", "--progressive-resize-from", "32",
+                       "--progressive-resize-ramp", "0", "0.5"]),
+])
+def test_every_recipe_preset_trains_on_the_cpu(tmp_path, preset, extra):
+    """A smoke run of each recipe's whole pipeline: one process, 32-px crops, 2 epochs."""
+    data = make_folder_dataset(tmp_path / "data", classes=3, train_per_class=8, val_per_class=2)
+    out = tmp_path / "out"
+    proc = run("--preset", preset, "--data-path", str(data), "--nproc-per-node", "1",
+               "--precision", "fp32", "--epochs", "2", "--lr-warmup-epochs", "0.5", "-b", "4",
+               "--output-dir", str(out), *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert epochs_of(out) == [1, 2]
+    assert RESULT_LINE.search(proc.stdout)

@@ -227,7 +227,10 @@ def newest_valid(output_dir: Path,
 
 # The options behind each field of `compat`, to say how to continue a checkpoint.
 _COMPAT_OPTIONS = {"model": "--model", "num_classes": "--num-classes",
-                   "global_batch_size": "--global-batch-size", "lr_scheduler": "--lr-scheduler"}
+                   "global_batch_size": "--global-batch-size", "lr_scheduler": "--lr-scheduler",
+                   "opt": "--opt"}
+# Fields that checkpoints of older versions lack, and what those versions always did.
+_ABSENT_MEANS = {"opt": "sgd"}
 
 
 def _option_for(key: str, value: Any) -> str | None:
@@ -238,7 +241,7 @@ def _option_for(key: str, value: Any) -> str | None:
 
 def check_compatible(state: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
     """Refuse to continue a run whose model or optimisation would silently change."""
-    found = state["compat"]
+    found = {**_ABSENT_MEANS, **state["compat"]}
     differing = [key for key, value in expected.items() if found.get(key) != value]
     if not differing:
         return
@@ -255,7 +258,8 @@ def check_compatible(state: dict[str, Any], expected: dict[str, Any], path: Path
 
 # The options that decide how the optimizer groups the parameters (optim.parameter_groups).
 _GROUPING_OPTIONS = {"weight_decay": "--weight-decay", "norm_weight_decay": "--norm-weight-decay",
-                     "bias_weight_decay": "--bias-weight-decay"}
+                     "bias_weight_decay": "--bias-weight-decay",
+                     "transformer_embedding_decay": "--transformer-embedding-decay"}
 
 
 def check_param_groups(state: dict[str, Any], optimizer: torch.optim.Optimizer,

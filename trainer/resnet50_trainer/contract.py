@@ -74,8 +74,9 @@ OPERATOR_FLAGS = tuple(v for k, v in vars(Flag).items() if k.isupper())
 PRECISIONS = ("fp32", "amp", "bf16")
 # The names of config.PRESETS (which holds what they set; a test keeps the two equal).
 PRESET_NAMES = (
-    "amp-16cards", "amp-1card", "amp-4cards", "amp-8cards", "cpu-smoke", "fp32-16cards",
-    "fp32-1card", "fp32-4cards", "fp32-8cards", "paddleclas-fp32-4cards",
+    "amp-16cards", "amp-1card", "amp-4cards", "amp-8cards", "cpu-smoke", "ffcv-16epochs",
+    "fp32-16cards", "fp32-1card", "fp32-4cards", "fp32-8cards", "paddleclas-fp32-4cards",
+    "torchvision-v1", "torchvision-v2",
 )
 
 # ------------------------------------------------------------------ progress

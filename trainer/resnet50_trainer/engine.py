@@ -37,6 +37,7 @@ class StepContext:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     peak_lr: float
+    warmup_epochs: float
     steps_per_epoch: int
     mixer: Mixer | None = None
     ema: torch.optim.swa_utils.AveragedModel | None = None
@@ -93,11 +94,15 @@ def train_step(ctx: StepContext, images: torch.Tensor, targets: torch.Tensor,
     targets = targets.to(device, non_blocking=True)
     if ctx.mixer is not None:
         images, targets = ctx.mixer(images, targets)
-    set_lr(ctx.optimizer, lr_at(step, ctx.cfg, ctx.peak_lr, ctx.steps_per_epoch))
+    set_lr(ctx.optimizer, lr_at(step, ctx.cfg, ctx.peak_lr, ctx.steps_per_epoch,
+                                ctx.warmup_epochs))
     with ctx.autocast():
         loss = ctx.criterion(ctx.model(images), targets)
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.scaler.scale(loss).backward()
+    if ctx.cfg.clip_grad_norm is not None:
+        ctx.scaler.unscale_(ctx.optimizer)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.cfg.clip_grad_norm)
     ctx.scaler.step(ctx.optimizer)
     ctx.scaler.update()
     return loss.detach()
@@ -129,7 +134,7 @@ def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int,
         loss = train_step(ctx, images, targets, step)
         if ctx.ema is not None and (step + 1) % cfg.model_ema_steps == 0:
             ctx.ema.update_parameters(ctx.model)
-            if epoch < cfg.lr_warmup_epochs:  # as torchvision: no averaging during warm-up
+            if epoch < ctx.warmup_epochs:  # as torchvision: no averaging during warm-up
                 ctx.ema.n_averaged.fill_(0)
         window_loss += loss
         window_steps += 1
@@ -159,6 +164,51 @@ def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int,
         seconds=seconds,
         data_seconds=data_seconds,
     )
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, loader, batches: int, where: Placement,
+               cfg: TrainConfig) -> int:
+    """Re-estimate every BatchNorm's running mean and variance as their plain average over
+    `batches` training batches (precise BN: Wu & Johnson 2021, as in pycls and Detectron2),
+    averaged over all ranks; returns the batches used.
+
+    The running statistics that training leaves behind are a moving average of batches
+    seen by ever-changing weights, far off early in training: evaluating with them gives
+    losses in the thousands. `model` is the bare module (no DDP: no collective per batch).
+    """
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or batches <= 0:
+        return 0
+    saved = [m.momentum for m in norms]
+    mean_sums = [torch.zeros_like(m.running_mean) for m in norms]
+    var_sums = [torch.zeros_like(m.running_var) for m in norms]
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.train()
+    for m in norms:
+        m.momentum = 1.0  # running stats = this batch's, summed below
+    used = 0
+    for images, _ in loader:
+        images = images.to(where.device, non_blocking=True, memory_format=memory_format)
+        with autocast_for(cfg.precision, where.device):
+            model(images)
+        for m, mean_sum, var_sum in zip(norms, mean_sums, var_sums, strict=True):
+            mean_sum += m.running_mean
+            var_sum += m.running_var
+        used += 1
+        if used == batches:  # before the loader prepares a batch more
+            break
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    if used == 0:
+        return 0
+    sums = [*mean_sums, *var_sums]
+    averages = all_reduce_sum(torch.cat(sums)) / (used * where.world_size)  # one collective
+    for buffer, average in zip([*(m.running_mean for m in norms), *(m.running_var for m in norms)],
+                               averages.split([t.numel() for t in sums]), strict=True):
+        buffer.copy_(average)
+    return used
 
 
 @torch.inference_mode()

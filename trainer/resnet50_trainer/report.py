@@ -19,6 +19,7 @@ from resnet50_trainer import live
 from resnet50_trainer.config import TrainConfig
 from resnet50_trainer.distributed import Placement
 from resnet50_trainer.errors import ConfigError
+from resnet50_trainer.optim import schedule_summary, schedule_warning
 from resnet50_trainer.progress import MetricsLog, format_duration, result_line
 
 if TYPE_CHECKING:
@@ -72,15 +73,22 @@ class Reporter:
         self._record("start", resumed_from=str(resumed_from) if resumed_from else None,
                      epoch=totals.epoch, world_size=self.where.world_size)
 
-    def training(self, steps_per_epoch: int, peak_lr: float, totals: Totals) -> None:
+    def training(self, steps_per_epoch: int, peak_lr: float, warmup_epochs: float,
+                 totals: Totals) -> None:
         cfg, where = self.cfg, self.where
         self.steps_per_epoch = steps_per_epoch
         self._publish(epoch=min(totals.epoch + 1, cfg.epochs), epochs=cfg.epochs, step=0,
                       steps_per_epoch=steps_per_epoch, global_step=totals.step)
         log.info("Training %s for %d epochs: %d processes x %d images, %d steps per epoch, "
-                 "peak lr %.4f, %s", cfg.model, cfg.epochs, where.world_size,
-                 cfg.per_process_batch(where.world_size), steps_per_epoch, peak_lr,
+                 "%s", cfg.model, cfg.epochs, where.world_size,
+                 cfg.per_process_batch(where.world_size), steps_per_epoch,
                  cfg.precision + (" channels_last" if cfg.channels_last else ""))
+        log.info("Learning rate: peak %.4g, %s after %s", peak_lr, schedule_summary(cfg),
+                 f"a {cfg.lr_warmup_method} warm-up of {warmup_epochs:g} epochs"
+                 if warmup_epochs else "no warm-up")
+        warning = schedule_warning(cfg)
+        if warning:
+            log.warning("Warning: %s", warning)
 
     def step(self, epoch: int, step: int, global_step: int, loss: float, lr: float,
              images_per_second: float, data_seconds: float, eta_seconds: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from resnet50_trainer.engine import (
     EvalResult,
     StepContext,
     evaluate,
+    precise_bn,
     train_one_epoch,
 )
 from resnet50_trainer.errors import ConfigError, RankConfigError
@@ -39,16 +41,22 @@ def seed_everything(seed: int, epoch: int = 0, rank: int = 0) -> None:
     random.seed(value)
 
 
-def configure_device(device: torch.device) -> None:
+def configure_device(device: torch.device, deterministic: bool = False) -> None:
     """Settings that make a GPU fast and leave the results within training noise.
 
     cuDNN benchmarks the convolution algorithms for the (fixed) input shapes once; fp32
     convolutions and matrix products use TF32 tensor cores on Ampere and newer GPUs,
     as NVIDIA's fp32 figures do. Nothing changes on the CPU.
+    --use-deterministic-algorithms trades the benchmark for bitwise repeatable kernels.
     """
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
     if device.type != "cuda":
         return
-    torch.backends.cudnn.benchmark = True
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic (CUDA >= 10.2).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
 
@@ -94,6 +102,7 @@ def build_step_context(
         scaler=scaler,
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
         peak_lr=cfg.peak_lr(where.world_size),
+        warmup_epochs=cfg.warmup_epochs(where.world_size),
         steps_per_epoch=steps_per_epoch,
         mixer=build_batch_mixer(cfg, num_classes),
         ema=ema,
@@ -137,6 +146,7 @@ def compat_fields(cfg: TrainConfig, world_size: int, num_classes: int) -> dict[s
         "num_classes": num_classes,
         "global_batch_size": cfg.per_process_batch(world_size) * world_size,
         "lr_scheduler": cfg.lr_scheduler,
+        "opt": cfg.opt,
         "model_ema": cfg.model_ema,
     }
 
@@ -163,7 +173,7 @@ class Run:
         if where.is_main:
             checkpoint.check_writable(self.output_dir)
             checkpoint.remove_stale_temporaries(self.output_dir)
-        configure_device(where.device)
+        configure_device(where.device, cfg.use_deterministic_algorithms)
         seed_everything(cfg.seed)
         self.loaders = build_loaders(cfg, where)
         self.model = build_training_model(cfg, where, self.loaders.num_classes)
@@ -288,7 +298,7 @@ class Run:
         cfg, where, t = self.cfg, self.where, self.totals
         ctx = build_step_context(cfg, where, self.model, self.optimizer, self.scaler,
                                  self.loaders.train_steps, self.loaders.num_classes, self.ema)
-        self.report.training(ctx.steps_per_epoch, ctx.peak_lr, t)
+        self.report.training(ctx.steps_per_epoch, ctx.peak_lr, ctx.warmup_epochs, t)
         final: EvalResult | None = None
         elapsed_before = t.elapsed_seconds
         for epoch in range(t.epoch, cfg.epochs):
@@ -298,6 +308,7 @@ class Run:
             t.count_epoch(trained, ctx.steps_per_epoch)
             result = None
             if t.epoch % cfg.eval_every == 0 or t.epoch == cfg.epochs:
+                self.precise_bn()
                 result = self.evaluate()
             is_best = t.count_evaluation(result)
             t.elapsed_seconds = elapsed_before + time.perf_counter() - started
@@ -307,6 +318,15 @@ class Run:
         if final is None:  # the job had finished before this start: report it again
             final = self.evaluate()
         self.report.finished(final, t)
+
+    def precise_bn(self) -> None:
+        """Before an evaluation in training: BatchNorm statistics of the current weights
+        (engine.precise_bn) over --precise-bn-images, at most one epoch."""
+        global_batch = self.cfg.per_process_batch(self.where.world_size) * self.where.world_size
+        batches = min(self.loaders.train_steps, -(-self.cfg.precise_bn_images // global_batch))
+        if self.cfg.data_backend == "synthetic":  # one batch repeated: more adds nothing
+            batches = min(batches, 1)
+        precise_bn(self.model, self.loaders.train, batches, self.where, self.cfg)
 
     def evaluate(self) -> EvalResult:
         result = evaluate(self.model, self.loaders.val, self.where, self.cfg)

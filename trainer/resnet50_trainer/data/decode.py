@@ -1,6 +1,7 @@
 """Reading and decoding the image files, per backend.
 
-  pytorch:   DataLoader workers open and decode each file with PIL (ImageSamples);
+  pytorch:   DataLoader workers open and decode each file with PIL (ImageSamples; for
+             training SizedImageSamples, which also takes the crop size);
   gpu:       workers only read the file bytes (EncodedSamples, collate_encoded) and the
              main process decodes each batch on the device (decode_batch), with
              torchvision.io.decode_jpeg in one batched call; PNG and what nvJPEG cannot
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -21,6 +23,18 @@ from resnet50_trainer.errors import DataError
 
 # (all files' bytes end to end, each file's size, labels, paths)
 EncodedBatch = tuple[torch.Tensor, list[int], torch.Tensor, list[str]]
+
+
+def read_rgb(sample: Sample) -> tuple[Any, int]:
+    """The sample's image as an RGB PIL image, and its label; DataError names a bad file."""
+    from PIL import Image
+
+    path, label = sample
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB"), label
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
 
 
 class ImageSamples(Dataset):
@@ -34,16 +48,28 @@ class ImageSamples(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
-        path, label = self.samples[index]
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from None
+        image, label = read_rgb(self.samples[index])
         return self.transform(image), label
 
+
+class SizedImageSamples(Dataset):
+    """ImageSamples asked for by (index, crop size), as CropSizeSampler yields them: with
+    progressive resizing the size changes between epochs, in persistent workers too."""
+
+    def __init__(self, samples: list[Sample], transform_for: Callable[[int], Callable]) -> None:
+        self.samples = samples
+        self.transform_for = transform_for  # crop size -> transform (picklable, for spawn)
+        self.transforms: dict[int, Callable] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, size = key
+        if size not in self.transforms:
+            self.transforms[size] = self.transform_for(size)
+        image, label = read_rgb(self.samples[index])
+        return self.transforms[size](image), label
 
 
 class EncodedSamples(Dataset):

@@ -2,7 +2,8 @@
 
   pytorch:   DataLoader workers decode with PIL and transform on the CPU;
   gpu:       workers only read the file bytes; the main process decodes each batch with
-             torchvision.io.decode_jpeg on the device and crops, flips and normalises there;
+             torchvision.io.decode_jpeg on the device and crops, augments and normalises
+             there;
   synthetic: one random batch made once on the device, no disk I/O.
 Every backend yields (images, labels) on the device; on CUDA the next batch is copied
 (and for gpu, decoded) on a side stream while the current one trains.
@@ -13,16 +14,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from resnet50_trainer.config import TrainConfig
-from resnet50_trainer.data.decode import EncodedSamples, ImageSamples, collate_encoded
+from resnet50_trainer.data.decode import (
+    EncodedSamples,
+    ImageSamples,
+    SizedImageSamples,
+    collate_encoded,
+)
+from resnet50_trainer.data.index_cache import cached_discover
 from resnet50_trainer.data.layouts import DatasetIndex, discover
+from resnet50_trainer.data.samplers import CropSizeSampler, RepeatedSampler, ShardSampler
 from resnet50_trainer.data.transforms import (
     DeviceTransform,
     memory_format,
+    train_crop_size_at,
     train_transform,
     val_transform,
 )
@@ -41,24 +51,8 @@ class Loaders:
     train_steps: int  # batches per training epoch, equal on every rank
     val_size: int  # images in the whole validation set, over all ranks
     num_classes: int
-    set_epoch: Callable[[int], None]  # reshuffles the training order for an epoch
-
-
-class ShardSampler(Sampler[int]):
-    """Every index exactly once over all ranks, no padding (rank r takes r, r+W, ...).
-
-    DistributedSampler pads the set to a multiple of the world size, which would count
-    some validation images twice; evaluation must see each image exactly once.
-    """
-
-    def __init__(self, size: int, rank: int, world_size: int) -> None:
-        self.indices = range(rank, size, world_size)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
+    # Reshuffles the training order for an epoch and sets its crop size (progressive resizing).
+    set_epoch: Callable[[int], None]
 
 
 class DeviceBatches:
@@ -113,7 +107,11 @@ class _DiskPlan:
 
 
 def _plan_disk_loaders(cfg: TrainConfig, where: Placement) -> _DiskPlan:
-    index = discover(cfg.data_path or "", cfg.num_classes)
+    if cfg.cache_dataset:
+        index = cached_discover(cfg.data_path or "", cfg.num_classes, cfg.output_dir,
+                                where.is_main)
+    else:
+        index = discover(cfg.data_path or "", cfg.num_classes)
     log.info("Dataset %s (%s layout): %d training and %d validation images, %d classes",
              cfg.data_path, index.layout, len(index.train), len(index.val), index.num_classes)
     batch = cfg.per_process_batch(where.world_size)
@@ -132,19 +130,26 @@ def _plan_disk_loaders(cfg: TrainConfig, where: Placement) -> _DiskPlan:
     return _DiskPlan(index, batch, num_classes)
 
 
+def _train_sampler(cfg: TrainConfig, where: Placement, size: int) -> Sampler[int]:
+    """Shuffled and evenly split over the ranks; with --ra-sampler, repeated augmentation."""
+    if cfg.ra_sampler:
+        return RepeatedSampler(size, where.rank, where.world_size, cfg.ra_reps, cfg.seed)
+    return DistributedSampler(range(size), num_replicas=where.world_size, rank=where.rank,
+                              shuffle=True, seed=cfg.seed)
+
+
 def _disk_loaders(
     cfg: TrainConfig,
     where: Placement,
     plan: _DiskPlan,
     datasets: tuple[Dataset, Dataset],
     to_device: tuple[Callable, Callable],
+    train_sampler: Sampler,
+    set_epoch: Callable[[int], None],
     collate_fn: Callable | None = None,
 ) -> Loaders:
-    """Training shuffled and evenly split over the ranks, validation split exactly once."""
+    """Training by `train_sampler`, validation split exactly once over the ranks."""
     train_set, val_set = datasets
-    train_sampler = DistributedSampler(
-        train_set, num_replicas=where.world_size, rank=where.rank, shuffle=True, seed=cfg.seed
-    )
     common = {
         "num_workers": cfg.workers,
         "pin_memory": where.device.type == "cuda",
@@ -162,9 +167,22 @@ def _disk_loaders(
         train_steps=len(train),
         val_size=len(val_set),
         num_classes=plan.num_classes,
-        set_epoch=train_sampler.set_epoch,
+        set_epoch=set_epoch,
     )
 
+
+class _CropSizeLog:
+    """Says when progressive resizing changes the training crop size (and where it starts)."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.size: int | None = None
+
+    def __call__(self, epoch: int) -> None:
+        size = train_crop_size_at(self.cfg, epoch)
+        if self.cfg.progressive_resize_from is not None and size != self.size:
+            log.info("Training crops of %d px from epoch %d (progressive resizing)", size, epoch)
+        self.size = size
 
 
 class _ToDevice:
@@ -183,20 +201,37 @@ class _ToDevice:
 def build_pytorch_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
     plan = _plan_disk_loaders(cfg, where)
     datasets = (
-        ImageSamples(plan.index.train, train_transform(cfg.train_crop_size)),
-        ImageSamples(plan.index.val, val_transform(cfg.val_resize_size, cfg.val_crop_size)),
+        SizedImageSamples(plan.index.train, partial(train_transform, cfg)),
+        ImageSamples(plan.index.val, val_transform(cfg)),
     )
-    to_device = _ToDevice(where.device, memory_format(cfg))
-    return _disk_loaders(cfg, where, plan, datasets, (to_device, to_device))
+    # The crop size reaches the (persistent) workers with every index.
+    sampler = CropSizeSampler(_train_sampler(cfg, where, len(plan.index.train)), cfg)
+    say_size = _CropSizeLog(cfg)
 
+    def set_epoch(epoch: int) -> None:
+        sampler.set_epoch(epoch)
+        say_size(epoch)
+
+    to_device = _ToDevice(where.device, memory_format(cfg))
+    return _disk_loaders(cfg, where, plan, datasets, (to_device, to_device), sampler, set_epoch)
 
 
 def build_gpu_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
     plan = _plan_disk_loaders(cfg, where)
     datasets = (EncodedSamples(plan.index.train), EncodedSamples(plan.index.val))
-    to_device = (DeviceTransform(cfg, where.device, train=True),
-                 DeviceTransform(cfg, where.device, train=False))
-    return _disk_loaders(cfg, where, plan, datasets, to_device, collate_fn=collate_encoded)
+    # Crops are made in this process: the DeviceTransform itself takes the epoch's size.
+    train_device = DeviceTransform(cfg, where.device, train=True)
+    to_device = (train_device, DeviceTransform(cfg, where.device, train=False))
+    sampler = _train_sampler(cfg, where, len(plan.index.train))
+    say_size = _CropSizeLog(cfg)
+
+    def set_epoch(epoch: int) -> None:
+        sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        train_device.set_epoch(epoch)
+        say_size(epoch)
+
+    return _disk_loaders(cfg, where, plan, datasets, to_device, sampler, set_epoch,
+                         collate_fn=collate_encoded)
 
 
 class SyntheticBatches:
@@ -218,6 +253,8 @@ class SyntheticBatches:
 
 
 def build_synthetic_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
+    # No progressive resizing, repeated augmentation or augmentation at all: one batch of
+    # noise at --train-crop-size, for throughput and smoke tests.
     batch = cfg.per_process_batch(where.world_size)
     steps = cfg.synthetic_train_size // (batch * where.world_size)
     if steps == 0:
