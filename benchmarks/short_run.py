@@ -8,13 +8,14 @@ DIR is a copy of torchvision's references/classification (train.py, presets.py,
 transforms.py, utils.py, sampler.py); without it that contender is skipped.
 
 The data: scikit-learn's bundled handwritten digits (1,797 real 8x8 grayscale scans, 10
-classes, no download), written once as RGB JPEG files upscaled to 32x32 (bilinear) in the
-ImageNet folder layout, root/{train,val}/<class>/*.JPEG, with a fixed stratified split:
+classes, no download), written once as RGB JPEG files upscaled to --image-size (32 px,
+bilinear) in the ImageNet folder layout, root/{train,val}/<class>/*.JPEG, with a fixed
+stratified split:
 30 images of each class for validation (300), the other 1,497 for training.
 
 Every contender trains torchvision's ResNet50 from scratch (10 classes) on the CPU for the
-same epochs at the same global batch and peak LR, with RandomResizedCrop(32) + flip for
-training and Resize(32) + CenterCrop(32) for validation, and reports top-1 on the 300:
+same epochs at the same global batch and peak LR, with RandomResizedCrop(size) + flip for
+training and Resize(size) + CenterCrop(size) for validation, and reports top-1 on the 300:
   ours         `python -m resnet50_trainer` as a subprocess, 2 gloo processes (torchrun,
                --nproc-per-node 2) x global-batch/2 images, its own defaults otherwise
                (what a user gets); --ours-args appends options; Acc@1 from the last
@@ -54,7 +55,7 @@ import numpy as np
 from PIL import Image
 
 CONTENDERS = ("ours", "plain", "torchvision")
-IMAGE_SIZE = 32
+IMAGE_SIZE = 32  # default of --image-size
 VAL_PER_CLASS = 30
 SPLIT_SEED = 0
 JPEG_QUALITY = 95
@@ -84,7 +85,7 @@ class Result:
 # ---------------------------------------------------------------- the data set
 
 
-def write_digits_dataset(root: Path) -> dict[str, dict[str, int]]:
+def write_digits_dataset(root: Path, size: int = IMAGE_SIZE) -> dict[str, dict[str, int]]:
     """scikit-learn's digits as root/{train,val}/<class>/*.JPEG; returns images per class."""
     from sklearn.datasets import load_digits
 
@@ -101,7 +102,7 @@ def write_digits_dataset(root: Path) -> dict[str, dict[str, int]]:
                 # Scans are 0..16 ink levels: stretched to 0..255, upscaled, saved as RGB.
                 pixels = np.round(digits.images[i] * (255 / 16)).astype(np.uint8)
                 img = Image.fromarray(pixels)  # 2-D uint8: grayscale ("L")
-                img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
                 img.convert("RGB").save(folder / f"{cls}_{i:04d}.JPEG", "JPEG",
                                         quality=JPEG_QUALITY)
             counts[split][cls] = len(chosen)
@@ -190,8 +191,8 @@ def run_ours(args: argparse.Namespace, data: Path, seed: int, run_dir: Path) -> 
            "--lr", str(args.lr), "--seed", str(seed), "--workers", str(args.workers),
            "--output-dir", str(run_dir / "out"),
            # The image sizes are the data set's, the same for every contender.
-           "--train-crop-size", str(IMAGE_SIZE), "--val-resize-size", str(IMAGE_SIZE),
-           "--val-crop-size", str(IMAGE_SIZE), *shlex.split(args.ours_args)]
+           "--train-crop-size", str(args.image_size), "--val-resize-size", str(args.image_size),
+           "--val-crop-size", str(args.image_size), *shlex.split(args.ours_args)]
     return run_subprocess("ours", seed, cmd, run_dir,
                           lambda text: read_ours_acc(run_dir / "out", text))
 
@@ -202,8 +203,8 @@ def run_torchvision(args: argparse.Namespace, data: Path, seed: int, run_dir: Pa
            "--device", "cpu", "-b", str(args.global_batch), "--epochs", str(args.epochs),
            "--lr", str(args.lr), "--workers", str(args.workers),
            "--output-dir", str(run_dir / "out"),
-           "--train-crop-size", str(IMAGE_SIZE), "--val-resize-size", str(IMAGE_SIZE),
-           "--val-crop-size", str(IMAGE_SIZE), *shlex.split(args.torchvision_args)]
+           "--train-crop-size", str(args.image_size), "--val-resize-size", str(args.image_size),
+           "--val-crop-size", str(args.image_size), *shlex.split(args.torchvision_args)]
     # train.py has no seed: PYTHONHASHSEED is all that can be fixed from outside.
     result = run_subprocess("torchvision", seed, cmd, run_dir, parse_torchvision_acc,
                             cwd=refs, env=clean_env(PYTHONHASHSEED=str(seed)))
@@ -212,7 +213,7 @@ def run_torchvision(args: argparse.Namespace, data: Path, seed: int, run_dir: Pa
 
 
 def plain_loop(data: Path, seed: int, epochs: int, batch: int, lr: float,
-               workers: int) -> tuple[float, float]:
+               workers: int, size: int = IMAGE_SIZE) -> tuple[float, float]:
     """Textbook ResNet50 training in one process; returns (top-1, top-5) in percent."""
     import torch
     import torchvision
@@ -221,9 +222,9 @@ def plain_loop(data: Path, seed: int, epochs: int, batch: int, lr: float,
     torch.manual_seed(seed)
     norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     train_set = torchvision.datasets.ImageFolder(data / "train", T.Compose(
-        [T.RandomResizedCrop(IMAGE_SIZE), T.RandomHorizontalFlip(), T.ToTensor(), norm]))
+        [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm]))
     val_set = torchvision.datasets.ImageFolder(data / "val", T.Compose(
-        [T.Resize(IMAGE_SIZE), T.CenterCrop(IMAGE_SIZE), T.ToTensor(), norm]))
+        [T.Resize(size), T.CenterCrop(size), T.ToTensor(), norm]))
     train = torch.utils.data.DataLoader(train_set, batch, shuffle=True, num_workers=workers)
     val = torch.utils.data.DataLoader(val_set, batch, num_workers=workers)
     model = torchvision.models.resnet50(num_classes=len(train_set.classes))
@@ -252,11 +253,12 @@ def run_plain(args: argparse.Namespace, data: Path, seed: int, run_dir: Path) ->
     # The command that reruns this row alone.
     cmd = ["python", "benchmarks/short_run.py", "--contenders", "plain", "--seeds", str(seed),
            "--epochs", str(args.epochs), "--global-batch", str(args.global_batch),
-           "--lr", str(args.lr), "--workers", str(args.workers)]
+           "--lr", str(args.lr), "--workers", str(args.workers),
+           "--image-size", str(args.image_size)]
     start = time.monotonic()
     try:
         acc1, acc5 = plain_loop(data, seed, args.epochs, args.global_batch, args.lr,
-                                args.workers)
+                                args.workers, args.image_size)
         error = None
     except Exception as exc:  # one failed row must not lose the others
         acc1 = acc5 = None
@@ -275,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Top-1 after a short run on scikit-learn's digits: our trainer, a plain "
         "loop and torchvision's reference script, at equal epochs and global batch.")
     p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--image-size", type=int, default=IMAGE_SIZE,
+                   help="side of the JPEGs written and of every crop (32); the digits are "
+                   "8x8 scans, so 16 keeps all they hold at a quarter of the compute")
     p.add_argument("--global-batch", type=int, default=64,
                    help="images per step over all processes (ours: 2 processes of half)")
     p.add_argument("--lr", type=float, default=0.025, help="peak LR (0.1 x 64/256)")
@@ -307,9 +312,9 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
                          "hard-codes nccl, so 2 gloo ranks on the CPU are not possible); "
                          "unseeded (train.py has no seed option, only PYTHONHASHSEED is set).")
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="short-run-")).resolve()
-    data = work / "digits"
+    data = work / f"digits-{args.image_size}px"
     if not (data / "train").is_dir():
-        counts = write_digits_dataset(data)
+        counts = write_digits_dataset(data, args.image_size)
         print(f"Wrote {sum(counts['train'].values())} train / {sum(counts['val'].values())} "
               f"val JPEGs to {data}", flush=True)
 
@@ -324,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
                   + (f"  ({r.error})" if r.error else ""), flush=True)
 
     print(f"\n{args.epochs} epochs, global batch {args.global_batch}, peak LR {args.lr}, "
-          f"top-1 % on {VAL_PER_CLASS * 10} val images\n")
+          f"{args.image_size}-px images, top-1 % on {VAL_PER_CLASS * 10} val images\n")
     print(format_table(results, args.seeds))
     print("\nCommands:\n" + "\n".join(f"- {r.contender} seed {r.seed}: `{r.command}`"
                                       for r in results))
