@@ -292,6 +292,10 @@ def trainer_config(s: Settings, mode: Mode, backend: str) -> TrainConfig:
         device=s.device.type,
         batch_size=s.batch_size,
         lr=s.lr,
+        # The plain loop's math: its constant LR (the step schedule holds the peak for the
+        # first third of the run) and torchvision's initialisation.
+        lr_scheduler="step",
+        zero_init_residual=False,
         seed=s.seed,
     )
 
