@@ -152,7 +152,9 @@ def test_a_stopped_leader_releases_the_lease_and_the_standby_takes_over_at_once(
         assert time.monotonic() - stopped < LEASE_DURATION / 2
         create_training(api, namespace, training("after"))
         wait_for("its pods", lambda: len(pods(api, namespace, "after")) == 2)
-        assert standby.log_text().count(CREATED) == 2
+        # By the standby: its log says so once the lines are written (the pods can be
+        # listed a moment before the second line reaches the file).
+        wait_for("the standby's log of both", lambda: standby.log_text().count(CREATED) == 2)
     finally:
         for op in operators:
             op.stop()
