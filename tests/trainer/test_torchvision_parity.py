@@ -9,6 +9,7 @@ torchvision", which this file checks against both sides.
 
 from __future__ import annotations
 
+import argparse
 import shlex
 
 import pytest
@@ -250,7 +251,9 @@ def test_weights_from_a_file_must_fit_the_model(tmp_path):
     from resnet50_trainer.model import load_weights
 
     source = torchvision.models.resnet18(num_classes=10)
-    torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}},
+    # As torchvision's train.py saves it: a DDP model's keys, and its argparse.Namespace.
+    torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()},
+                "args": argparse.Namespace(model="resnet18"), "epoch": 3},
                tmp_path / "ddp-checkpoint.pth")
     target = torchvision.models.resnet18(num_classes=10)
     load_weights(target, str(tmp_path / "ddp-checkpoint.pth"), "resnet18")

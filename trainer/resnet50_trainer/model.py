@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -55,7 +56,9 @@ def load_weights(model: nn.Module, weights: str, model_name: str) -> None:
     trainer: a checkpoint's "model"), or from a torchvision weights name in the cache."""
     path = Path(weights) if Path(weights).is_file() else weights_file(weights, model_name)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # torchvision's train.py also saves its argparse.Namespace: harmless, allowed.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise ConfigError(f"--weights {weights}: {path} does not load: {exc}") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
