@@ -262,3 +262,6 @@ def test_weights_from_a_file_must_fit_the_model(tmp_path):
                        r"fc.weight: \(10, 512\) in the file, \(5, 512\) here"):
         load_weights(torchvision.models.resnet18(num_classes=5),
                      str(tmp_path / "ddp-checkpoint.pth"), "resnet18")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(ConfigError, match="holds no state dict"):
+        load_weights(target, str(tmp_path / "tensor.pt"), "resnet18")

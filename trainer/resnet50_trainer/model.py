@@ -63,6 +63,9 @@ def load_weights(model: nn.Module, weights: str, model_name: str) -> None:
         raise ConfigError(f"--weights {weights}: {path} does not load: {exc}") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a checkpoint of this trainer or of torchvision's train.py
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"--weights {weights}: {path} holds no state dict (names -> tensors), "
+                          "nor a checkpoint with one under 'model'")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
