@@ -87,7 +87,7 @@ class Reporter:
                  f"a {cfg.lr_warmup_method} warm-up of {warmup_epochs:g} epochs"
                  if warmup_epochs else "no warm-up")
         warning = schedule_warning(cfg)
-        if warning:
+        if warning and where.is_main:  # the others log warnings too: once is enough
             log.warning("Warning: %s", warning)
 
     def step(self, epoch: int, step: int, global_step: int, loss: float, lr: float,
