@@ -100,10 +100,10 @@ def test_linear_and_exponential_schedules():
 
 def test_a_schedule_that_never_decays_inside_the_run_is_warned_about():
     c = parse_config(["--synthetic", "--epochs", "12", "--lr-steps", "30", "60"])
-    assert "never decays: the step schedule's epochs (30, 60) are not inside the 12-epoch run" \
-        in schedule_warning(c)
-    assert schedule_warning(parse_config(["--synthetic", "--epochs", "12", "--lr-step-size",
-                                          "30"])) is not None
+    assert "never decays: the step schedule decays at epochs 30, 60, not inside the " \
+        "12-epoch run" in schedule_warning(c)
+    assert "decays every 30 epochs, not inside the 12-epoch run" in schedule_warning(
+        parse_config(["--synthetic", "--epochs", "12", "--lr-step-size", "30"]))
     assert schedule_warning(cfg()) is None
     assert schedule_warning(cfg("--lr-scheduler", "step")) is None
     assert schedule_summary(cfg("--lr-scheduler", "step")) == "x0.1 at epochs 30, 60"
@@ -149,3 +149,21 @@ def test_torchvisions_optimizers(opt, kind):
     optimizer = build_optimizer(_model(), c, torch.device("cpu"))
     assert type(optimizer) is kind
     assert optimizer.defaults.get("nesterov", False) == ("nesterov" in opt.lower())
+
+
+def test_rank_0_logs_the_schedule_and_warns_once(caplog):
+    import logging
+
+    from resnet50_trainer.distributed import Placement
+    from resnet50_trainer.report import Reporter
+    from resnet50_trainer.train import Totals
+
+    c = parse_config(["--synthetic", "--epochs", "12", "--lr-step-size", "30"])
+    for rank in (0, 1):
+        where = Placement(rank=rank, local_rank=rank, world_size=2, device=torch.device("cpu"))
+        with caplog.at_level(logging.INFO):
+            Reporter(c, where).training(10, 0.025, 0.0, Totals())
+    lines = [r.getMessage() for r in caplog.records]
+    assert "Learning rate: peak 0.025, x0.1 every 30 epochs after no warm-up" in lines
+    warnings = [line for line in lines if line.startswith("Warning: the learning rate never")]
+    assert len(warnings) == 1

@@ -77,10 +77,15 @@ def lr_at(step: int, cfg: TrainConfig, peak_lr: float, steps_per_epoch: int,
     return cfg.lr_min + (peak_lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _step_decays(cfg: TrainConfig) -> str:
+    if cfg.lr_steps is None and cfg.lr_step_size is not None:
+        return f"every {cfg.lr_step_size} epochs"
+    return f"at epochs {', '.join(map(str, cfg.step_milestones()))}"
+
+
 def schedule_summary(cfg: TrainConfig) -> str:
     if cfg.lr_scheduler == "step":
-        epochs = ", ".join(map(str, cfg.step_milestones())) or "none"
-        return f"x{cfg.lr_gamma:g} at epochs {epochs}"
+        return f"x{cfg.lr_gamma:g} {_step_decays(cfg)}"
     if cfg.lr_scheduler == "exponential":
         return f"x{cfg.lr_gamma:g} every epoch"
     return f"{cfg.lr_scheduler} to {cfg.lr_min:g}"
@@ -89,10 +94,9 @@ def schedule_summary(cfg: TrainConfig) -> str:
 def schedule_warning(cfg: TrainConfig) -> str | None:
     """What is wrong with a schedule that never lowers the LR inside the run."""
     if cfg.lr_scheduler == "step" and all(m >= cfg.epochs for m in cfg.step_milestones()):
-        return (f"the learning rate never decays: the step schedule's epochs "
-                f"({', '.join(map(str, cfg.step_milestones())) or 'none'}) are not inside "
-                f"the {cfg.epochs}-epoch run; give --lr-steps or --lr-step-size within it, "
-                "or --lr-scheduler cosine")
+        return (f"the learning rate never decays: the step schedule decays "
+                f"{_step_decays(cfg)}, not inside the {cfg.epochs}-epoch run; give "
+                "--lr-steps or --lr-step-size within it, or --lr-scheduler cosine")
     if cfg.lr_scheduler == "exponential" and (cfg.lr_gamma >= 1 or cfg.epochs == 1):
         return f"the learning rate never decays: --lr-gamma {cfg.lr_gamma:g} per epoch " \
             f"over {cfg.epochs} epochs"
