@@ -11,9 +11,9 @@ from torch.utils.data import DistributedSampler
 
 from resnet50_trainer.config import parse_config
 from resnet50_trainer.data import (
-    CropSizeSampler,
     DeviceTransform,
     RepeatedSampler,
+    TrainOrder,
     build_loaders,
     discover,
     index_cache,
@@ -178,16 +178,33 @@ def test_crop_sizes_ramp_in_multiples_of_32(args, sizes):
     assert [train_crop_size_at(cfg, e) for e in range(cfg.epochs)] == sizes
 
 
-def test_the_sampler_carries_the_epochs_crop_size():
+def test_the_training_order_carries_the_epochs_crop_size():
     cfg = config("--epochs", "2", "--progressive-resize-from", "32", "--train-crop-size", "64",
                  "--progressive-resize-ramp", "0.25", "0.5")
     inner = DistributedSampler(range(10), num_replicas=2, rank=1, seed=0)
-    sampler = CropSizeSampler(inner, cfg)
-    assert len(sampler) == 5
-    assert [size for _, size in sampler] == [32] * 5
-    sampler.set_epoch(1)
-    inner.set_epoch(1)
-    assert list(sampler) == [(index, 64) for index in inner]
+    order = TrainOrder(inner, cfg, rank=1, batch=2)
+    assert len(order) == 5
+    assert [key.crop_size for key in order] == [32] * 5
+    order.set_epoch(1)
+    assert [(key.index, key.crop_size) for key in order] == [(index, 64) for index in inner]
+
+
+def test_a_mid_epoch_start_yields_the_rest_of_the_order_with_the_same_seeds():
+    cfg = config("--seed", "7")
+    order = TrainOrder(DistributedSampler(range(20), num_replicas=2, rank=0, seed=7), cfg,
+                       rank=0, batch=3)
+    order.set_epoch(2)
+    whole = list(order)
+    order.set_epoch(2, first_batch=2)
+    assert len(order) == 10 - 6
+    assert list(order) == whole[6:]
+    assert len({key.seed for key in whole}) == len(whole)  # every position its own draws
+    order.set_epoch(3)
+    assert {key.seed for key in order}.isdisjoint(key.seed for key in whole)
+    other_rank = TrainOrder(DistributedSampler(range(20), num_replicas=2, rank=1, seed=7),
+                            cfg, rank=1, batch=3)
+    other_rank.set_epoch(2)
+    assert {key.seed for key in other_rank}.isdisjoint(key.seed for key in whole)
 
 
 PROGRESSIVE = ["--epochs", "2", "--progressive-resize-from", "32", "--train-crop-size", "64",
@@ -259,8 +276,8 @@ def test_ra_sampler_keeps_the_steps_per_epoch(folder_dataset, backend):
     ra = [loaders(folder_dataset, "-b", "2", "--ra-sampler", "--ra-reps", "4", rank=r,
                   world=2, backend=backend) for r in range(2)]
     assert [lo.train_steps for lo in ra] == [lo.train_steps for lo in plain] == [6, 6]
-    assert isinstance(ra[0].train.loader.sampler, CropSizeSampler if backend == "pytorch"
-                      else RepeatedSampler)
+    assert isinstance(ra[0].train.loader.sampler, TrainOrder)
+    assert isinstance(ra[0].train.loader.sampler.sampler, RepeatedSampler)
     ra[0].set_epoch(1)
     assert sum(len(labels) for _, labels in ra[0].train) == 12
 

@@ -349,3 +349,44 @@ def test_a_bug_while_restoring_is_a_crash_with_its_traceback(tmp_path):
     assert "Traceback" in proc.stderr and "TypeError" in proc.stderr
     assert "renamed_counter" in proc.stderr.splitlines()[-1]
     assert "resnet50-train: error" not in proc.stderr
+
+
+# ------------------------------------------------------------------ the mid-epoch checkpoint
+
+def mid_epoch_state(epoch, steps):
+    """Saved `steps` steps into the epoch after `epoch` (10 steps an epoch, as state())."""
+    return {**state(epoch), "step": 10 * epoch + steps}
+
+
+def test_the_mid_epoch_checkpoint_resumes_when_it_has_trained_more(tmp_path):
+    mid = tmp_path / checkpoint.MID_EPOCH_NAME
+    checkpoint.save_atomic(mid_epoch_state(0, 4), mid)
+    assert checkpoint.newest_valid(tmp_path)[0] == mid  # stopped in the first epoch
+    checkpoint.save_atomic(state(1), checkpoint.epoch_path(tmp_path, 1))
+    assert checkpoint.newest_valid(tmp_path)[0] == checkpoint.epoch_path(tmp_path, 1)
+    checkpoint.save_atomic(mid_epoch_state(1, 4), mid)
+    path, loaded = checkpoint.newest_valid(tmp_path)
+    assert (path, loaded["step"]) == (mid, 14)
+
+
+def test_an_unreadable_mid_epoch_checkpoint_is_set_aside_for_an_epoch_one(tmp_path, caplog):
+    mid = tmp_path / checkpoint.MID_EPOCH_NAME
+    mid.write_bytes(b"PK\x03\x04 cut")
+    with pytest.raises(ConfigError) as caught:  # nothing else to resume: nothing moves
+        checkpoint.newest_valid(tmp_path)
+    assert str(caught.value) == (
+        f"cannot resume: checkpoint {mid} does not load (a truncated zip archive) and there "
+        f"is no per-epoch checkpoint; move it out of {tmp_path} to start afresh, or use "
+        "another --output-dir")
+    assert mid.read_bytes() == b"PK\x03\x04 cut"
+    checkpoint.save_atomic(state(1), checkpoint.epoch_path(tmp_path, 1))
+    assert checkpoint.newest_valid(tmp_path)[0] == checkpoint.epoch_path(tmp_path, 1)
+    assert caplog.messages == [f"skipping unreadable checkpoint {mid}: a truncated zip "
+                               f"archive; kept as {checkpoint.MID_EPOCH_NAME}.unreadable"]
+    assert not mid.exists()
+
+
+def test_a_mid_epoch_checkpoint_resumes_when_no_epoch_checkpoint_loads(tmp_path):
+    checkpoint.epoch_path(tmp_path, 1).write_bytes(b"garbage")
+    checkpoint.save_atomic(mid_epoch_state(1, 4), tmp_path / checkpoint.MID_EPOCH_NAME)
+    assert checkpoint.newest_valid(tmp_path)[0] == tmp_path / checkpoint.MID_EPOCH_NAME

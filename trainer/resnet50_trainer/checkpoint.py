@@ -1,5 +1,10 @@
 """Atomic checkpoints in --output-dir and finding the one to resume from.
 
+Per-epoch checkpoints (checkpoint_epochNNNN.pt) are written after each epoch's evaluation;
+one mid-epoch checkpoint (checkpoint_mid_epoch.pt) is written on SIGTERM and every
+--checkpoint-interval-minutes, replaced by the next one and removed once the epoch's own
+checkpoint is written. A run resumes from whichever has trained more steps.
+
 A checkpoint file appears under its final name only once it is complete and on disk
 (temporary file, fsync, rename, fsync of the directory), so a crash or a kill at any
 moment leaves the previous checkpoints untouched. A file that still fails to load (a
@@ -23,6 +28,7 @@ from resnet50_trainer.errors import ConfigError, access_error
 
 FORMAT_VERSION = 1
 BEST_NAME = "best.pt"
+MID_EPOCH_NAME = "checkpoint_mid_epoch.pt"
 _EPOCH_FILE = re.compile(r"^checkpoint_epoch(\d+)\.pt$")
 _REQUIRED_KEYS = frozenset({"format", "epoch", "step", "model", "optimizer", "compat"})
 RESUME_KEYS = _REQUIRED_KEYS | {"scaler", "ema", "totals"}  # what a run reads to continue
@@ -107,7 +113,7 @@ def check_writable(output_dir: Path) -> None:
 
 def remove_stale_temporaries(output_dir: Path) -> None:
     """Half-written files of a run that was killed while saving."""
-    for tmp in output_dir.glob(".checkpoint_epoch*.pt.tmp*"):
+    for tmp in output_dir.glob(".checkpoint_*.pt.tmp*"):
         tmp.unlink(missing_ok=True)
     for tmp in output_dir.glob(f".{BEST_NAME}.tmp*"):
         tmp.unlink(missing_ok=True)
@@ -196,6 +202,35 @@ def set_aside(path: Path) -> Path:
 
 def newest_valid(output_dir: Path,
                  keys: Collection[str] = _REQUIRED_KEYS) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume: the mid-epoch one when it loads and has trained more steps
+    than the newest valid per-epoch one (newest_valid_epoch), else that one. A mid-epoch
+    checkpoint that does not load is set aside with a warning when a per-epoch one loads,
+    and is a ConfigError otherwise, as per-epoch ones are."""
+    mid = output_dir / MID_EPOCH_NAME
+    if not mid.is_file():
+        return newest_valid_epoch(output_dir, keys)
+    try:
+        mid_state = load(mid, keys)
+    except Unreadable as bad:
+        epoch = newest_valid_epoch(output_dir, keys)
+        if epoch is None:  # as for per-epoch files: never start afresh over a checkpoint
+            raise ConfigError(
+                f"cannot resume: checkpoint {mid} does not load ({bad.reason}) and there is "
+                f"no per-epoch checkpoint; move it out of {output_dir} to start afresh, or "
+                "use another --output-dir") from None
+        log.warning("skipping unreadable checkpoint %s: %s; kept as %s",
+                    mid, bad.reason, set_aside(mid).name)
+        return epoch
+    try:
+        epoch = newest_valid_epoch(output_dir, keys)
+    except ConfigError:  # no per-epoch checkpoint loads, but this one does
+        return mid, mid_state
+    return epoch if epoch is not None and epoch[1]["step"] >= mid_state["step"] \
+        else (mid, mid_state)
+
+
+def newest_valid_epoch(output_dir: Path, keys: Collection[str] = _REQUIRED_KEYS
+                       ) -> tuple[Path, dict[str, Any]] | None:
     """The newest per-epoch checkpoint that loads with `keys`, None when there is none.
 
     A newer one that does not load is moved aside (set_aside) with a warning that names it

@@ -7,7 +7,9 @@ import os
 import sys
 
 from resnet50_trainer.config import parse_config
+from resnet50_trainer.contract import EXIT_STOPPED
 from resnet50_trainer.errors import ConfigError, RankConfigError, TrainerError
+from resnet50_trainer.stopping import Stopped
 
 log = logging.getLogger("resnet50_trainer")
 
@@ -49,6 +51,10 @@ def main(argv: list[str] | None = None) -> None:
         from resnet50_trainer.train import run
 
         run(cfg)
+    except Stopped as exc:  # not an error: the state is saved, a restart continues it
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            print(f"resnet50-train: {exc}", file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
     except TrainerError as exc:
         shared = isinstance(exc, ConfigError) and not isinstance(exc, RankConfigError)
         if not shared or os.environ.get("LOCAL_RANK", "0") == "0":

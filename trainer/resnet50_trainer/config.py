@@ -130,6 +130,7 @@ class TrainConfig:
     output_dir: str = "runs/resnet50"
     resume: str | None = None
     keep_checkpoints: int = 3
+    checkpoint_interval_minutes: float | None = None  # also save mid-epoch this often
     print_freq: int = 10
     metrics_port: int = 0  # rank 0's live progress (resnet50_trainer.live); 0: off
     termination_log: str | None = None  # rank 0 leaves its final figures there
@@ -259,6 +260,7 @@ def _number(convert: Callable[[str], Any], what: str,
 _positive_int = _number(int, "a whole number of at least 1", lambda v: v >= 1)
 _port = _number(int, "a port number (0 to 65535)", lambda v: 0 <= v <= 65535)
 _non_negative_float = _number(float, "a number of at least 0", lambda v: v >= 0)
+_positive_number = _number(float, "a number greater than 0", lambda v: v > 0)
 _probability = _number(float, "a probability between 0 and 1", lambda v: 0 <= v <= 1)
 _fraction = _number(float, "a fraction between 0 and 1", lambda v: 0 <= v <= 1)
 
@@ -430,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--resume", dest="resume", help="checkpoint to start from instead of the newest one")
     add("--keep-checkpoints", dest="keep_checkpoints", type=_positive_int,
         help="per-epoch checkpoints kept (best.pt is kept apart)")
+    add("--checkpoint-interval-minutes", dest="checkpoint_interval_minutes",
+        type=_positive_number, help="also save a mid-epoch checkpoint this often, at a report "
+        "(--print-freq); one is always saved on SIGTERM")
     add("--print-freq", dest="print_freq", type=_positive_int, help="log every N steps")
     add("--metrics-port", dest="metrics_port", type=_port,
         help="rank 0 serves its progress as Prometheus text at :PORT/metrics (0: off)")

@@ -21,6 +21,9 @@ EXIT_CONFIG = 2
 EXIT_DATA = 3
 EXIT_ACCESS = 4
 SIGNAL_EXIT_BASE = 128  # killed by signal N (OOM kill, SIGTERM): exit 128+N
+# SIGTERM (a drain, an eviction, a preemption): every rank stops at the same step, rank 0
+# saves a checkpoint of that step, and all exit with the code a SIGTERM kill would give.
+EXIT_STOPPED = SIGNAL_EXIT_BASE + 15
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Flag:
     PRINT_FREQ = "--print-freq"
     CHANNELS_LAST = "--channels-last"
     NO_CHANNELS_LAST = "--no-channels-last"
+    CHECKPOINT_INTERVAL = "--checkpoint-interval-minutes"
 
 
 OPERATOR_FLAGS = tuple(v for k, v in vars(Flag).items() if k.isupper())

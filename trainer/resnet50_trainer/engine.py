@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from torch import nn
 from resnet50_trainer.config import TrainConfig
 from resnet50_trainer.distributed import Placement, all_reduce_sum
 from resnet50_trainer.optim import lr_at, set_lr
+from resnet50_trainer.seeds import seed_step
 
 if TYPE_CHECKING:
     from resnet50_trainer.report import Reporter
@@ -57,14 +58,36 @@ def autocast_for(precision: str, device: torch.device) -> torch.autocast:
 
 @dataclass(frozen=True)
 class EpochResult:
-    loss: float
+    """What one call of train_one_epoch trained: the rest of the epoch, or up to a stop."""
+
+    steps: int
+    loss_sum: float  # the steps' losses (each the mean over all ranks), summed
     images: int  # over all ranks
     seconds: float
     data_seconds: float  # rank 0's time waiting for batches
+    stopped: bool = False  # stopped on request before the epoch's end
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.steps if self.steps else 0.0
 
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
+
+
+class Interruptions(Protocol):
+    """What the loop asks at each report: whether to stop, or to save, mid-epoch."""
+
+    def stop_requested(self) -> bool:
+        """This process was asked to stop (SIGTERM); the ranks agree on it at the report."""
+
+    def checkpoint_due(self) -> bool:
+        """A periodic mid-epoch checkpoint is due (rank 0 decides; it alone writes)."""
+
+    def checkpoint(self, part: EpochResult, epoch_steps: int) -> None:
+        """Save the state after `epoch_steps` steps of the epoch, `part` of them trained
+        in this call (only rank 0 writes)."""
 
 
 @dataclass(frozen=True)
@@ -114,23 +137,29 @@ def eta_seconds(steps_left: int, seconds_so_far: float, steps_so_far: int) -> fl
 
 
 def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int,
-                    reporter: Reporter) -> EpochResult:
-    """Train over `loader`; `first_step` is the global step this epoch starts at.
+                    reporter: Reporter, done: int = 0,
+                    interruptions: Interruptions | None = None) -> EpochResult:
+    """Train over `loader`; `first_step` is the global step this epoch starts at, `done`
+    the steps of it trained before (a mid-epoch checkpoint's), which `loader` skips.
 
     Every --print-freq steps (and at the end) the window's mean loss over all ranks, its
-    throughput and the ETA go to `reporter.step`.
+    throughput and the ETA go to `reporter.step`. The same all-reduce carries whether any
+    rank was asked to stop: all then stop after the same step, with a checkpoint of it.
+    Each step's random draws come from its global step (seeds.seed_step).
     """
-    cfg, device = ctx.cfg, ctx.where.device
+    cfg, device, rank = ctx.cfg, ctx.where.device, ctx.where.rank
     batch_images = cfg.per_process_batch(ctx.where.world_size) * ctx.where.world_size
     total_steps = cfg.epochs * ctx.steps_per_epoch
     ctx.model.train()
     window_loss = torch.zeros((), device=device)
-    epoch_loss_sum, epoch_steps, data_seconds, window_steps = 0.0, 0, 0.0, 0
+    loss_sum, steps, data_seconds, window_steps = 0.0, 0, 0.0, 0
+    stopped = False
     start = window_start = time.perf_counter()
     end = start
-    for i, (images, targets) in enumerate(loader):
+    for i, (images, targets) in enumerate(loader, start=done):
         data_seconds += time.perf_counter() - end
         step = first_step + i
+        seed_step(cfg.seed, step, rank)
         loss = train_step(ctx, images, targets, step)
         if ctx.ema is not None and (step + 1) % cfg.model_ema_steps == 0:
             ctx.ema.update_parameters(ctx.model)
@@ -140,30 +169,35 @@ def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int,
         window_steps += 1
         if window_steps == cfg.print_freq or i + 1 == ctx.steps_per_epoch:
             # The only host sync of the loop: one all-reduce per report.
-            reduced = all_reduce_sum(window_loss.float().reshape(1)).item()
-            mean_loss = reduced / (window_steps * ctx.where.world_size)
-            epoch_loss_sum += mean_loss * window_steps
-            epoch_steps += window_steps
+            asked = float(interruptions is not None and interruptions.stop_requested())
+            loss_total, stops = all_reduce_sum(torch.stack([
+                window_loss.float(), torch.tensor(asked, device=device)])).tolist()
+            mean_loss = loss_total / (window_steps * ctx.where.world_size)
+            loss_sum += mean_loss * window_steps
+            steps += window_steps
             _sync(device)
             now = time.perf_counter()
             reporter.step(
                 epoch=epoch + 1, step=i + 1, global_step=step + 1, loss=mean_loss,
                 lr=ctx.optimizer.param_groups[0]["lr"],
                 images_per_second=window_steps * batch_images / (now - window_start),
-                data_seconds=data_seconds / (i + 1),
-                eta_seconds=eta_seconds(total_steps - (step + 1), now - start, i + 1),
+                data_seconds=data_seconds / steps,
+                eta_seconds=eta_seconds(total_steps - (step + 1), now - start, steps),
             )
             window_loss.zero_()
             window_steps = 0
             window_start = now
+            stopped = stops > 0
+            if interruptions is not None and (stopped or (
+                    i + 1 < ctx.steps_per_epoch and interruptions.checkpoint_due())):
+                interruptions.checkpoint(
+                    EpochResult(steps, loss_sum, steps * batch_images, now - start,
+                                data_seconds, stopped), i + 1)
+            if stopped:
+                break
         end = time.perf_counter()
-    seconds = time.perf_counter() - start
-    return EpochResult(
-        loss=epoch_loss_sum / max(1, epoch_steps),
-        images=epoch_steps * batch_images,
-        seconds=seconds,
-        data_seconds=data_seconds,
-    )
+    return EpochResult(steps, loss_sum, steps * batch_images, time.perf_counter() - start,
+                       data_seconds, stopped)
 
 
 @torch.no_grad()

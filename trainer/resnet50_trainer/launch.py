@@ -20,6 +20,8 @@ from resnet50_trainer.config import TrainConfig
 from resnet50_trainer.data.layouts import check_data_path
 from resnet50_trainer.errors import ConfigError
 
+SHUTDOWN_SECONDS = 900
+
 
 def is_worker(env: Mapping[str, str]) -> bool:
     """torchrun sets LOCAL_RANK for every worker it starts."""
@@ -76,6 +78,10 @@ def launch(cfg: TrainConfig, train_argv: list[str]) -> int:
         raise ConfigError("--device cuda was asked for, but no GPU is visible")
     if cfg.data_backend == "pytorch":  # fail before starting a process per GPU
         check_data_path(cfg.data_path or "")
+    # On SIGTERM torchrun passes the signal on and waits this long before SIGKILL: the
+    # workers finish their report window and save (stopping.py); the pod's grace period
+    # is the real bound.
+    os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_SECONDS))
     try:
         run(get_args_parser().parse_args(torchrun_args(cfg, train_argv)))
     except ChildFailedError as exc:

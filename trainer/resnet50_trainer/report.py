@@ -66,8 +66,10 @@ class Reporter:
     def started(self, output_dir: Path, resumed_from: Path | None, totals: Totals) -> None:
         """The checkpoint is restored (or there is none): opens the metrics file."""
         if resumed_from is not None:
-            log.info("Resumed from %s (epoch %d done, step %d)", resumed_from,
-                     totals.epoch, totals.step)
+            log.info("Resumed from %s (epoch %d done, step %d%s)", resumed_from,
+                     totals.epoch, totals.step,
+                     f", {totals.epoch_steps} steps of epoch {totals.epoch + 1}"
+                     if totals.epoch_steps else "")
         if self.where.is_main:
             self.metrics = MetricsLog(output_dir)
         self._record("start", resumed_from=str(resumed_from) if resumed_from else None,
@@ -133,8 +135,12 @@ class Reporter:
                 "val_images": result.images} if result else {}),
         )
 
-    def checkpoint_written(self, path: Path, epoch: int) -> None:
-        log.info("Saved %s", path)
+    def checkpoint_written(self, path: Path, epoch: int, epoch_steps: int = 0) -> None:
+        """A checkpoint after `epoch` epochs, and `epoch_steps` steps of the next one."""
+        if epoch_steps:
+            log.info("Saved %s (step %d of epoch %d)", path, epoch_steps, epoch + 1)
+        else:
+            log.info("Saved %s", path)
         self._publish(checkpoint_epoch=epoch, checkpoint_timestamp_seconds=time.time())
 
     def finished(self, final: EvalResult, totals: Totals) -> None:

@@ -30,15 +30,14 @@ from resnet50_trainer.errors import ConfigError, RankConfigError
 from resnet50_trainer.model import build_ema, build_model
 from resnet50_trainer.optim import build_optimizer
 from resnet50_trainer.report import Reporter
+from resnet50_trainer.stopping import Stopped, StopSignal
 
 
-def seed_everything(seed: int, epoch: int = 0, rank: int = 0) -> None:
-    """Random streams derived from (seed, epoch, rank): a job resumed at an epoch
-    boundary draws the same numbers as one that never stopped (with --workers 0;
-    DataLoader workers keep their own streams)."""
-    value = seed + 100_003 * epoch + rank
-    torch.manual_seed(value)
-    random.seed(value)
+def seed_everything(seed: int) -> None:
+    """The streams that initialise the model; training's draws are seeded per step and
+    per sample (seeds.py), so that a resumed run draws what an unstopped one does."""
+    torch.manual_seed(seed)
+    random.seed(seed)
 
 
 def configure_device(device: torch.device, deterministic: bool = False) -> None:
@@ -113,8 +112,12 @@ def build_step_context(
 class Totals:
     """Counters that continue across restarts (kept in every checkpoint)."""
 
-    epoch: int = 0  # epochs completed
+    epoch: int = 0  # epochs completed (trained and evaluated)
     step: int = 0  # optimizer steps completed
+    # A mid-epoch checkpoint's: steps of the next epoch done, and their losses summed (for
+    # the epoch's mean loss); 0 at an epoch's end.
+    epoch_steps: int = 0
+    epoch_loss_sum: float = 0.0
     best_acc1: float | None = None
     best_epoch: int | None = None  # the epoch best.pt holds; absent from older checkpoints
     train_images: int = 0
@@ -125,11 +128,21 @@ class Totals:
     def images_per_second(self) -> float:
         return self.train_images / self.train_seconds if self.train_seconds else 0.0
 
-    def count_epoch(self, trained: EpochResult, steps: int) -> None:
-        self.epoch += 1
-        self.step += steps
+    def count_steps(self, trained: EpochResult) -> None:
+        self.step += trained.steps
+        self.epoch_steps += trained.steps
+        self.epoch_loss_sum += trained.loss_sum
         self.train_images += trained.images
         self.train_seconds += trained.seconds
+
+    def count_epoch(self, trained: EpochResult) -> EpochResult:
+        """The epoch is over (its steps counted): what it trained, the steps before a
+        resumption included in the loss."""
+        whole = dataclasses.replace(trained, steps=self.epoch_steps,
+                                    loss_sum=self.epoch_loss_sum)
+        self.epoch += 1
+        self.epoch_steps, self.epoch_loss_sum = 0, 0.0
+        return whole
 
     def count_evaluation(self, result: EvalResult | None) -> bool:
         """Whether `result` is the best Acc@1 so far (strictly better than every earlier)."""
@@ -152,23 +165,33 @@ def compat_fields(cfg: TrainConfig, world_size: int, num_classes: int) -> dict[s
 
 
 def run(cfg: TrainConfig) -> None:
-    where = distributed.placement_from_env(cfg)
-    validate_world(cfg, where.world_size)
-    distributed.init(cfg, where)
-    reporter = Reporter(cfg, where)
+    """The whole run; raises Stopped when it stopped on SIGTERM after saving its state."""
+    stop = StopSignal()
+    stop.install()  # from the start: a SIGTERM while indexing is kept for the first report
     try:
-        Run(cfg, where, reporter).execute()
+        where = distributed.placement_from_env(cfg)
+        validate_world(cfg, where.world_size)
+        distributed.init(cfg, where)
+        reporter = Reporter(cfg, where)
+        try:
+            Run(cfg, where, reporter, stop).execute()
+        finally:
+            reporter.close()
+            distributed.shutdown()
     finally:
-        reporter.close()
-        distributed.shutdown()
+        stop.uninstall()
 
 
 class Run:
     """One start of a job on this process: what it trains, and the loop. What it says
     goes through `report` (report.Reporter)."""
 
-    def __init__(self, cfg: TrainConfig, where: Placement, reporter: Reporter) -> None:
+    def __init__(self, cfg: TrainConfig, where: Placement, reporter: Reporter,
+                 stop: StopSignal | None = None) -> None:
         self.cfg, self.where, self.report = cfg, where, reporter
+        self.stop = stop or StopSignal()
+        self.started, self.elapsed_before = time.perf_counter(), 0.0
+        self.last_saved = time.monotonic()  # for --checkpoint-interval-minutes
         self.output_dir = Path(cfg.output_dir)
         if where.is_main:
             checkpoint.check_writable(self.output_dir)
@@ -255,35 +278,78 @@ class Run:
             checkpoint.recover_best(self.output_dir, state)
         return path
 
-    def save(self, is_best: bool) -> None:
-        if not self.where.is_main:
-            return
-        state = {
+    def _state(self, totals: Totals) -> dict[str, Any]:
+        return {
             "format": checkpoint.FORMAT_VERSION,
-            "epoch": self.totals.epoch,
-            "step": self.totals.step,
+            "epoch": totals.epoch,
+            "step": totals.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "compat": self.compat,
-            "totals": dataclasses.asdict(self.totals),
+            "totals": dataclasses.asdict(totals),
             "config": dataclasses.asdict(self.cfg),
         }
+
+    def save(self, is_best: bool) -> None:
+        self.last_saved = time.monotonic()
+        if not self.where.is_main:
+            return
+        state = self._state(self.totals)
         # best.pt first: a checkpoint that records a best Acc@1 must never exist without the
         # best.pt of that Acc@1, which a kill between the two writes would otherwise lose.
         if is_best:
             checkpoint.save_atomic(state, self.output_dir / checkpoint.BEST_NAME)
         path = checkpoint.epoch_path(self.output_dir, self.totals.epoch)
         checkpoint.save_atomic(state, path)
+        (self.output_dir / checkpoint.MID_EPOCH_NAME).unlink(missing_ok=True)  # now older
         checkpoint.prune(self.output_dir, self.cfg.keep_checkpoints)
         self.report.checkpoint_written(path, self.totals.epoch)
+
+    # ------------------------------------------------------------ interruptions
+    # (engine.Interruptions: what the training loop asks at each report)
+
+    def stop_requested(self) -> bool:
+        return self.stop.received is not None
+
+    def checkpoint_due(self) -> bool:
+        minutes = self.cfg.checkpoint_interval_minutes
+        return (self.where.is_main and minutes is not None
+                and time.monotonic() - self.last_saved >= 60 * minutes)
+
+    def checkpoint(self, part: EpochResult, epoch_steps: int) -> None:
+        """The mid-epoch checkpoint after `epoch_steps` steps of the current epoch."""
+        self.last_saved = time.monotonic()
+        if not self.where.is_main:
+            return
+        totals = dataclasses.replace(self.totals)
+        totals.count_steps(part)
+        totals.elapsed_seconds = self.elapsed()
+        path = self.output_dir / checkpoint.MID_EPOCH_NAME
+        checkpoint.save_atomic(self._state(totals), path)
+        self.report.checkpoint_written(path, totals.epoch, epoch_steps)
+
+    def stopped(self) -> Stopped:
+        """Every rank stops here once rank 0 has saved (a rank exiting first would make
+        torchrun kill the others, rank 0 in the middle of writing)."""
+        distributed.barrier()
+        t, why = self.totals, self.stop.received or "another rank's signal"
+        where = (f"at step {t.epoch_steps} of epoch {t.epoch + 1}; it resumes there from "
+                 f"{self.output_dir / checkpoint.MID_EPOCH_NAME}" if t.epoch_steps else
+                 f"after epoch {t.epoch}; it resumes from that epoch's checkpoint")
+        return Stopped(f"stopped by {why} {where}")
+
+    def elapsed(self) -> float:
+        """Wall time of all starts so far, evaluation included."""
+        return self.elapsed_before + time.perf_counter() - self.started
 
     # ------------------------------------------------------------ phases
 
     def execute(self) -> None:
-        started = time.perf_counter()
+        self.started = time.perf_counter()
         resumed_from = self.restore()
+        self.elapsed_before = self.totals.elapsed_seconds
         if resumed_from is None and self.cfg.test_only:
             raise ConfigError(
                 f"--test-only needs a checkpoint: none in {self.output_dir} and no --resume"
@@ -292,32 +358,48 @@ class Run:
         if self.cfg.test_only:
             self.report.tested(self.evaluate())
         else:
-            self.train(started)
+            self.train()
 
-    def train(self, started: float) -> None:
+    def train(self) -> None:
         cfg, where, t = self.cfg, self.where, self.totals
         ctx = build_step_context(cfg, where, self.model, self.optimizer, self.scaler,
                                  self.loaders.train_steps, self.loaders.num_classes, self.ema)
+        if t.epoch_steps > ctx.steps_per_epoch:
+            raise ConfigError(
+                f"the checkpoint was saved after {t.epoch_steps} steps of epoch {t.epoch + 1}, "
+                f"but an epoch now has {ctx.steps_per_epoch}: the training set changed; "
+                "use another --output-dir to start afresh")
         self.report.training(ctx.steps_per_epoch, ctx.peak_lr, ctx.warmup_epochs, t)
         final: EvalResult | None = None
-        elapsed_before = t.elapsed_seconds
         for epoch in range(t.epoch, cfg.epochs):
-            seed_everything(cfg.seed, epoch, where.rank)
-            self.loaders.set_epoch(epoch)
-            trained = train_one_epoch(ctx, self.loaders.train, epoch, t.step, self.report)
-            t.count_epoch(trained, ctx.steps_per_epoch)
+            done = t.epoch_steps  # after a mid-epoch checkpoint: its steps are not redone
+            self.loaders.set_epoch(epoch, done)
+            trained = train_one_epoch(ctx, self.loaders.train, epoch, t.step - done,
+                                      self.report, done, self)
+            t.count_steps(trained)
+            if trained.stopped:
+                raise self.stopped()
+            self.loaders.set_epoch(epoch)  # precise BN reads the epoch from its start
+            trained = t.count_epoch(trained)
             result = None
             if t.epoch % cfg.eval_every == 0 or t.epoch == cfg.epochs:
                 self.precise_bn()
                 result = self.evaluate()
             is_best = t.count_evaluation(result)
-            t.elapsed_seconds = elapsed_before + time.perf_counter() - started
+            t.elapsed_seconds = self.elapsed()
             self.report.epoch_end(t, trained, result, lr=self.optimizer.param_groups[0]["lr"])
             self.save(is_best)
             final = result
+            # A SIGTERM during the evaluation or the save: the epoch's checkpoint is enough.
+            if epoch + 1 < cfg.epochs and self._all_agree_to_stop():
+                raise self.stopped()
         if final is None:  # the job had finished before this start: report it again
             final = self.evaluate()
         self.report.finished(final, t)
+
+    def _all_agree_to_stop(self) -> bool:
+        asked = torch.tensor([float(self.stop_requested())], device=self.where.device)
+        return distributed.all_reduce_sum(asked).item() > 0
 
     def precise_bn(self) -> None:
         """Before an evaluation in training: BatchNorm statistics of the current weights

@@ -13,16 +13,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import Dataset
 
 from resnet50_trainer.data.layouts import Sample
 from resnet50_trainer.errors import DataError
+from resnet50_trainer.seeds import seeded
 
-# (all files' bytes end to end, each file's size, labels, paths)
-EncodedBatch = tuple[torch.Tensor, list[int], torch.Tensor, list[str]]
+
+class TrainKey(NamedTuple):
+    """What the training dataset is asked for: which sample, at which crop size, and the
+    seed of its augmentation's random draws."""
+
+    index: int
+    crop_size: int
+    seed: int
+
+
+# (all files' bytes end to end, each file's size, labels, paths, the seed of the batch's
+# augmentation: its first sample's, None for validation)
+EncodedBatch = tuple[torch.Tensor, list[int], torch.Tensor, list[str], int | None]
 
 
 def read_rgb(sample: Sample) -> tuple[Any, int]:
@@ -53,8 +65,9 @@ class ImageSamples(Dataset):
 
 
 class SizedImageSamples(Dataset):
-    """ImageSamples asked for by (index, crop size), as CropSizeSampler yields them: with
-    progressive resizing the size changes between epochs, in persistent workers too."""
+    """ImageSamples asked for by TrainKeys (samplers.TrainOrder): with progressive resizing
+    the size changes between epochs, in persistent workers too, and each sample's random
+    draws come from its own seed."""
 
     def __init__(self, samples: list[Sample], transform_for: Callable[[int], Callable]) -> None:
         self.samples = samples
@@ -64,16 +77,18 @@ class SizedImageSamples(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
-        index, size = key
-        if size not in self.transforms:
-            self.transforms[size] = self.transform_for(size)
-        image, label = read_rgb(self.samples[index])
-        return self.transforms[size](image), label
+    def __getitem__(self, key: TrainKey) -> tuple[torch.Tensor, int]:
+        if key.crop_size not in self.transforms:
+            self.transforms[key.crop_size] = self.transform_for(key.crop_size)
+        image, label = read_rgb(self.samples[key.index])
+        with seeded(key.seed):
+            return self.transforms[key.crop_size](image), label
 
 
 class EncodedSamples(Dataset):
-    """(file bytes as a uint8 tensor, label, path); an unreadable file is a DataError."""
+    """(file bytes as a uint8 tensor, label, path, seed) asked for by index (validation) or
+    TrainKey (training; the crop size is the DeviceTransform's); an unreadable file is a
+    DataError."""
 
     def __init__(self, samples: list[Sample]) -> None:
         self.samples = samples
@@ -81,7 +96,8 @@ class EncodedSamples(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+    def __getitem__(self, key: int | TrainKey) -> tuple[torch.Tensor, int, str, int | None]:
+        index, seed = (key.index, key.seed) if isinstance(key, TrainKey) else (key, None)
         path, label = self.samples[index]
         try:
             with open(path, "rb") as f:
@@ -89,15 +105,17 @@ class EncodedSamples(Dataset):
         except OSError as exc:
             raise DataError(f"cannot read image {path}: {exc}") from None
         if not data:  # frombuffer refuses an empty buffer; decoding names the file
-            return torch.empty(0, dtype=torch.uint8), label, path
-        return torch.frombuffer(data, dtype=torch.uint8), label, path
+            return torch.empty(0, dtype=torch.uint8), label, path, seed
+        return torch.frombuffer(data, dtype=torch.uint8), label, path, seed
 
 
-def collate_encoded(samples: list[tuple[torch.Tensor, int, str]]) -> EncodedBatch:
+def collate_encoded(samples: list[tuple[torch.Tensor, int, str, int | None]]) -> EncodedBatch:
     """The files' bytes in one buffer: a worker hands over (and the loader pins) one
-    tensor per batch, not one per image."""
+    tensor per batch, not one per image. The batch is augmented in one process, in order,
+    so its first sample's seed decides all its draws."""
     return (torch.cat([s[0] for s in samples]), [len(s[0]) for s in samples],
-            torch.tensor([s[1] for s in samples], dtype=torch.int64), [s[2] for s in samples])
+            torch.tensor([s[1] for s in samples], dtype=torch.int64), [s[2] for s in samples],
+            samples[0][3])
 
 
 def _is_jpeg(data: torch.Tensor) -> bool:

@@ -12,6 +12,7 @@ Every backend yields (images, labels) on the device; on CUDA the next batch is c
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +29,7 @@ from resnet50_trainer.data.decode import (
 )
 from resnet50_trainer.data.index_cache import cached_discover
 from resnet50_trainer.data.layouts import DatasetIndex, discover
-from resnet50_trainer.data.samplers import CropSizeSampler, RepeatedSampler, ShardSampler
+from resnet50_trainer.data.samplers import RepeatedSampler, ShardSampler, TrainOrder
 from resnet50_trainer.data.transforms import (
     DeviceTransform,
     memory_format,
@@ -51,8 +52,9 @@ class Loaders:
     train_steps: int  # batches per training epoch, equal on every rank
     val_size: int  # images in the whole validation set, over all ranks
     num_classes: int
-    # Reshuffles the training order for an epoch and sets its crop size (progressive resizing).
-    set_epoch: Callable[[int], None]
+    # set_epoch(epoch, first_batch=0): the training order of `epoch` from batch
+    # `first_batch` on (a mid-epoch checkpoint's), at the epoch's crop size.
+    set_epoch: Callable[..., None]
 
 
 class DeviceBatches:
@@ -130,12 +132,26 @@ def _plan_disk_loaders(cfg: TrainConfig, where: Placement) -> _DiskPlan:
     return _DiskPlan(index, batch, num_classes)
 
 
-def _train_sampler(cfg: TrainConfig, where: Placement, size: int) -> Sampler[int]:
-    """Shuffled and evenly split over the ranks; with --ra-sampler, repeated augmentation."""
+def leave_the_process_group(worker_id: int) -> None:
+    """A DataLoader worker leaves its training process's process group: torchrun stops a
+    worker by signalling that whole group, and the training process needs its DataLoader
+    workers until every rank has reached the step it stops at (stopping.py). Its own
+    shutdown signals each worker directly, and a worker whose training process is gone
+    exits by itself."""
+    os.setpgid(0, 0)
+
+
+def _train_order(cfg: TrainConfig, where: Placement, plan: _DiskPlan) -> TrainOrder:
+    """Shuffled and evenly split over the ranks (with --ra-sampler, repeated augmentation),
+    as TrainKeys."""
+    size = len(plan.index.train)
     if cfg.ra_sampler:
-        return RepeatedSampler(size, where.rank, where.world_size, cfg.ra_reps, cfg.seed)
-    return DistributedSampler(range(size), num_replicas=where.world_size, rank=where.rank,
-                              shuffle=True, seed=cfg.seed)
+        sampler: Sampler[int] = RepeatedSampler(size, where.rank, where.world_size,
+                                                cfg.ra_reps, cfg.seed)
+    else:
+        sampler = DistributedSampler(range(size), num_replicas=where.world_size,
+                                     rank=where.rank, shuffle=True, seed=cfg.seed)
+    return TrainOrder(sampler, cfg, where.rank, plan.batch)
 
 
 def _disk_loaders(
@@ -145,13 +161,14 @@ def _disk_loaders(
     datasets: tuple[Dataset, Dataset],
     to_device: tuple[Callable, Callable],
     train_sampler: Sampler,
-    set_epoch: Callable[[int], None],
+    set_epoch: Callable[..., None],
     collate_fn: Callable | None = None,
 ) -> Loaders:
     """Training by `train_sampler`, validation split exactly once over the ranks."""
     train_set, val_set = datasets
     common = {
         "num_workers": cfg.workers,
+        "worker_init_fn": leave_the_process_group,
         "pin_memory": where.device.type == "cuda",
         "persistent_workers": cfg.workers > 0,
         "collate_fn": collate_fn,
@@ -204,12 +221,12 @@ def build_pytorch_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
         SizedImageSamples(plan.index.train, partial(train_transform, cfg)),
         ImageSamples(plan.index.val, val_transform(cfg)),
     )
-    # The crop size reaches the (persistent) workers with every index.
-    sampler = CropSizeSampler(_train_sampler(cfg, where, len(plan.index.train)), cfg)
+    # The crop size and the seeds reach the (persistent) workers with every index.
+    sampler = _train_order(cfg, where, plan)
     say_size = _CropSizeLog(cfg)
 
-    def set_epoch(epoch: int) -> None:
-        sampler.set_epoch(epoch)
+    def set_epoch(epoch: int, first_batch: int = 0) -> None:
+        sampler.set_epoch(epoch, first_batch)
         say_size(epoch)
 
     to_device = _ToDevice(where.device, memory_format(cfg))
@@ -222,11 +239,11 @@ def build_gpu_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
     # Crops are made in this process: the DeviceTransform itself takes the epoch's size.
     train_device = DeviceTransform(cfg, where.device, train=True)
     to_device = (train_device, DeviceTransform(cfg, where.device, train=False))
-    sampler = _train_sampler(cfg, where, len(plan.index.train))
+    sampler = _train_order(cfg, where, plan)
     say_size = _CropSizeLog(cfg)
 
-    def set_epoch(epoch: int) -> None:
-        sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+    def set_epoch(epoch: int, first_batch: int = 0) -> None:
+        sampler.set_epoch(epoch, first_batch)
         train_device.set_epoch(epoch)
         say_size(epoch)
 
@@ -239,6 +256,7 @@ class SyntheticBatches:
 
     def __init__(self, sizes: list[int], crop: int, num_classes: int, device: torch.device):
         self.sizes = sizes
+        self.start = 0  # the first batch of the next pass (a mid-epoch checkpoint's)
         generator = torch.Generator().manual_seed(0)
         largest = max(sizes, default=0)
         self.images = torch.randn(largest, 3, crop, crop, generator=generator).to(device)
@@ -248,7 +266,7 @@ class SyntheticBatches:
         return len(self.sizes)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for size in self.sizes:
+        for size in self.sizes[self.start:]:
             yield self.images[:size], self.labels[:size]
 
 
@@ -265,13 +283,18 @@ def build_synthetic_loaders(cfg: TrainConfig, where: Placement) -> Loaders:
     num_classes = cfg.num_classes or 1000
     shard = len(range(where.rank, cfg.synthetic_val_size, where.world_size))
     val_sizes = [min(batch, shard - start) for start in range(0, shard, batch)]
+    train = SyntheticBatches([batch] * steps, cfg.train_crop_size, num_classes, where.device)
+
+    def set_epoch(epoch: int, first_batch: int = 0) -> None:
+        train.start = first_batch
+
     return Loaders(
-        train=SyntheticBatches([batch] * steps, cfg.train_crop_size, num_classes, where.device),
+        train=train,
         val=SyntheticBatches(val_sizes, cfg.val_crop_size, num_classes, where.device),
         train_steps=steps,
         val_size=cfg.synthetic_val_size,
         num_classes=num_classes,
-        set_epoch=lambda epoch: None,
+        set_epoch=set_epoch,
     )
 
 

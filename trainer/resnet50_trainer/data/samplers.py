@@ -2,20 +2,24 @@
 
   ShardSampler:      validation, every image exactly once over all ranks;
   RepeatedSampler:   training with repeated augmentation (--ra-sampler);
-  CropSizeSampler:   wraps the training sampler to yield (index, crop size) pairs, so that
-                     progressive resizing reaches persistent DataLoader workers.
+  TrainOrder:        wraps the training sampler to yield TrainKeys (index, crop size,
+                     seed) from a given batch on: progressive resizing reaches persistent
+                     DataLoader workers, and an epoch resumes mid-way with the same draws.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from itertools import islice
 
 import torch
 from torch.utils.data import Sampler
 
 from resnet50_trainer.config import TrainConfig
+from resnet50_trainer.data.decode import TrainKey
 from resnet50_trainer.data.transforms import train_crop_size_at
+from resnet50_trainer.seeds import sample_seed
 
 
 class ShardSampler(Sampler[int]):
@@ -72,23 +76,31 @@ class RepeatedSampler(Sampler[int]):
         return self.num_samples
 
 
-class CropSizeSampler(Sampler[tuple[int, int]]):
-    """`sampler`'s indices paired with the epoch's training crop size (progressive
-    resizing). Persistent workers keep their copy of the dataset from the first epoch, but
-    the sampler runs in the main process, so the size travels with every index."""
+class TrainOrder(Sampler[TrainKey]):
+    """`sampler`'s order of an epoch as TrainKeys, starting at batch `first_batch`.
 
-    def __init__(self, sampler: Sampler[int], cfg: TrainConfig) -> None:
-        self.sampler = sampler
-        self.cfg = cfg
+    The crop size is the epoch's (progressive resizing): persistent workers keep their
+    copy of the dataset from the first epoch, but the sampler runs in the main process, so
+    the size travels with every index. The seed is that of the sample's position in this
+    rank's order (seeds.sample_seed), so a sample is augmented alike whichever worker
+    decodes it, and an epoch resumed at a mid-epoch checkpoint (first_batch > 0) goes on
+    with exactly the samples and draws of an epoch never stopped.
+    """
+
+    def __init__(self, sampler: Sampler[int], cfg: TrainConfig, rank: int, batch: int) -> None:
+        self.sampler, self.cfg, self.rank, self.batch = sampler, cfg, rank, batch
+        self.epoch, self.start = 0, 0
         self.crop_size = train_crop_size_at(cfg, 0)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
         self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        self.epoch, self.start = epoch, first_batch * self.batch
         self.crop_size = train_crop_size_at(self.cfg, epoch)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        size = self.crop_size
-        return ((index, size) for index in self.sampler)
+    def __iter__(self) -> Iterator[TrainKey]:
+        size, seed, epoch, rank = self.crop_size, self.cfg.seed, self.epoch, self.rank
+        return (TrainKey(index, size, sample_seed(seed, epoch, rank, position))
+                for position, index in islice(enumerate(self.sampler), self.start, None))
 
     def __len__(self) -> int:
-        return len(self.sampler)  # type: ignore[arg-type]
+        return max(0, len(self.sampler) - self.start)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ import torch
 
 from resnet50_trainer.config import TrainConfig
 from resnet50_trainer.data.decode import EncodedBatch, decode_batch
+from resnet50_trainer.seeds import seeded
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -160,16 +161,23 @@ class DeviceTransform:
         return F.center_crop(image, [self.crop, self.crop])
 
     def __call__(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        buffer, sizes, labels, paths = batch
+        buffer, sizes, labels, paths, seed = batch
         data = list(torch.split(buffer, sizes))
-        crop = self._train_crop if self.train else self._val_crop
-        images = torch.stack([crop(img) for img in decode_batch(data, paths, self.device)])
-        images = images.contiguous(memory_format=self.memory_format)
-        images = images.float().sub_(self.mean).div_(self.std)
-        if self.erase is not None:
-            for image in images:  # views: each image erased (or not) on its own, in place
-                self.erase(image)
+        decoded = decode_batch(data, paths, self.device)
+        if not self.train:
+            images = torch.stack([self._val_crop(img) for img in decoded])
+            return self._normalised(images), labels.to(self.device, non_blocking=True)
+        assert seed is not None, "training batches come from samplers.TrainOrder"
+        with seeded(seed):  # the batch's draws, whenever and wherever it is made
+            images = self._normalised(torch.stack([self._train_crop(img) for img in decoded]))
+            if self.erase is not None:
+                for image in images:  # views: each image erased (or not) on its own, in place
+                    self.erase(image)
         return images, labels.to(self.device, non_blocking=True)
+
+    def _normalised(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.contiguous(memory_format=self.memory_format)
+        return images.float().sub_(self.mean).div_(self.std)
 
 
 def build_batch_mixer(
