@@ -439,12 +439,15 @@ SOURCES = RECONCILE.parents[2]  # the repository the operator's code is in, for 
 EMITTING = [*sorted(RECONCILE.glob("*.py")), RECONCILE.parent / "handlers.py",
             RECONCILE.parent / "refusals.py"]
 # Reasons the docs name that come from Kubernetes, not from the operator's code: it passes
-# on a pod's status.reason, a container's terminated or waiting reason and the reason of a
-# pod's Warning Event as they are.
+# on a pod's status.reason, a container's terminated or waiting reason, the reason of a
+# pod's Warning Event and of its DisruptionTarget condition as they are.
 KUBERNETES_REASONS = {
     "OOMKilled", "Error",  # a terminated container's reason
     "ErrImagePull", "ImagePullBackOff",  # a waiting container's reason
     "FailedMount",  # a pod's Warning Event
+    # a pod's DisruptionTarget condition (Kueue's too)
+    "EvictionByEvictionAPI", "PreemptionByScheduler", "DeletionByTaintManager",
+    "DeletionByPodGC", "TerminationByKubelet", "StoppedByKueue",
 }
 
 

@@ -56,6 +56,8 @@ METRICS_READ_BYTES = 1 << 20
 METRICS_READERS = 8
 # Fields that act at once; any other spec change reaches the pods at the next attempt only.
 _ACT_AT_ONCE = ("runPolicy", "restartPolicy")
+# Of those, the ones the pods carry (render.pod_values): they too wait for the next attempt.
+_CARRIED_BY_THE_PODS = (("runPolicy", "terminationGracePeriodSeconds"),)
 _ACTIVE = ("Pending", "Running", "Restarting")
 
 
@@ -143,14 +145,22 @@ def warn_spec_change(body: kopf.Body, status: kopf.Status, old: Any, new: Any,
                      memo: kopf.Memo, **_: Any) -> None:
     if status.get("phase") not in _ACTIVE:
         return
-    old, new = old or {}, new or {}
-    fields = [f"spec.{key}" for key in sorted(set(old) | set(new))
-              if old.get(key) != new.get(key) and key not in _ACT_AT_ONCE]
+    fields = changed_for_the_next_attempt(old or {}, new or {})
     if fields:
         _post_event(memo, dict(body), reconcile.Event(
             "Warning", "SpecChanged", f"{', '.join(fields)} changed while the training is "
             f"{status.get('phase')}: the running pods keep the old values; the next attempt "
             "(after a restart or suspend) uses the new ones"))
+
+
+def changed_for_the_next_attempt(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The fields an edit of the spec changed whose new values reach only the next
+    attempt's pods: any but runPolicy and restartPolicy, which every pass reads, and of
+    those the ones the pods carry."""
+    fields = [f"spec.{key}" for key in sorted(set(old) | set(new))
+              if old.get(key) != new.get(key) and key not in _ACT_AT_ONCE]
+    return fields + [f"spec.{section}.{key}" for section, key in _CARRIED_BY_THE_PODS
+                     if (old.get(section) or {}).get(key) != (new.get(section) or {}).get(key)]
 
 
 def _sweep(memo: kopf.Memo) -> None:

@@ -117,6 +117,8 @@ def trainer_args(t: Training, settings: OperatorSettings) -> list[str]:
     else:
         args += [Flag.DATA_PATH, _join(DATA_MOUNT, spec.dataset.sub_path)]
     args += [Flag.OUTPUT_DIR, checkpoint_dir(t)]
+    if spec.checkpoint and spec.checkpoint.interval_minutes is not None:
+        args += [Flag.CHECKPOINT_INTERVAL, str(spec.checkpoint.interval_minutes)]
     if spec.gpus_per_node == 0:
         args += [Flag.DEVICE, "cpu"]
     options = {
@@ -293,8 +295,9 @@ def pod_values(t: Training, index: int, attempt: int, settings: OperatorSettings
         "image_pull_policy": t.spec.image_pull_policy,
         "service_account": t.spec.service_account_name,
         "image_pull_secrets": [{"name": r.name} for r in t.spec.image_pull_secrets],
-        # Time for every rank to stop cleanly when the group is deleted.
-        "termination_grace_seconds": 30,
+        # On SIGTERM (a drain, an eviction, a restart) the trainer finishes its report
+        # window and writes a checkpoint before it exits: this long at most.
+        "termination_grace_seconds": t.spec.run_policy.termination_grace_period_seconds,
     }
 
 

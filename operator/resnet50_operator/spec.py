@@ -96,6 +96,7 @@ _SET_BY = {
     Flag.SYNTHETIC: "spec.dataset.synthetic",
     Flag.DATA_PATH: "the operator from spec.dataset",
     Flag.OUTPUT_DIR: "the operator from spec.checkpoint",
+    Flag.CHECKPOINT_INTERVAL: "spec.checkpoint.intervalMinutes",
     Flag.DEVICE: "the operator from spec.gpusPerNode",
     Flag.PRECISION: "spec.training.precision",
     Flag.EPOCHS: "spec.training.epochs",
@@ -252,6 +253,10 @@ class CheckpointSpec(_Model):
                                           "jobs, or a path every node shares).")
     sub_path: SubPath = Field("", description="Directory inside the volume; default: the name "
                               "of the training, so jobs can share one volume.")
+    interval_minutes: int | None = Field(
+        None, ge=1, le=24 * 60, description="Also write a checkpoint every this many minutes "
+        "within an epoch (--checkpoint-interval-minutes), so that a failure or a disruption "
+        "loses at most about that much training; unset: only at the end of each epoch.")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> CheckpointSpec:
@@ -297,8 +302,13 @@ class RestartPolicySpec(_Model):
         fieldPath=".maxBackoffSeconds")))
 
     max_restarts: int = Field(3, ge=0, description="Whole-group restarts after retryable "
-                              "failures (signals, OOM kill, eviction, node loss) before the "
-                              "training is Failed.")
+                              "failures (a signal, an OOM kill, a deleted pod, a hang) before "
+                              "the training is Failed; disruptions do not count.")
+    max_disruptions: int | None = Field(
+        None, ge=0, description="Whole-group restarts after disruptions (a pod evicted, "
+        "preempted or lost with its node: Kubernetes' DisruptionTarget condition) before the "
+        "training is Failed (DisruptionLimitExceeded); they restart at once and do not count "
+        "against maxRestarts; unset: no limit.")
     backoff_seconds: int = Field(10, ge=0, le=MAX_SECONDS, description="Wait before the "
                                  "first restart; doubles with each restart.")
     max_backoff_seconds: int = Field(300, ge=0, le=MAX_SECONDS,
@@ -346,6 +356,12 @@ class RunPolicySpec(_Model):
                                                 "the training when the pods of an attempt are "
                                                 "not all running this long after their "
                                                 "creation.")
+    termination_grace_period_seconds: int = Field(
+        120, ge=1, le=3600, description="The pods' terminationGracePeriodSeconds: how long a "
+        "deleted pod (a drain, an eviction, a preemption, a restart) may take to stop before "
+        "it is killed. On SIGTERM the trainer finishes its current report window, writes a "
+        "checkpoint and exits, which must fit in it. Applies to the pods created after a "
+        "change.")
 
 
 class EnvVar(_Model):
@@ -423,7 +439,8 @@ class ResNet50TrainingSpec(_Model):
                                                            description="Secrets to pull the "
                                                            "image with.")
     run_policy: RunPolicySpec = Field(default_factory=RunPolicySpec,
-                                      description="Deadline, clean-up and suspension.")
+                                      description="Deadline, clean-up, suspension and the "
+                                      "pods' grace period.")
 
     @field_validator("processes_per_node")
     @classmethod
@@ -472,6 +489,8 @@ class RestartRecord(_Model):
     time: str
     reason: str
     message: str = ""
+    disruption: bool = Field(False, description="A disruption (eviction, preemption, lost "
+                             "node): counted in disruptions, not in restarts.")
 
 
 class FailureRecord(_Model):
@@ -479,7 +498,7 @@ class FailureRecord(_Model):
     exit_code: int | None = None
     reason: str = ""
     message: str = Field("", description="The end of the container's log or termination "
-                         "message.")
+                         "message; for a disruption, followed by Kubernetes' message for it.")
 
 
 class CheckpointRecord(_Model):
@@ -512,7 +531,11 @@ class ResNet50TrainingStatus(_Model):
     attempt: int = Field(0, description="Current attempt; each whole-group restart adds one.")
     pods_created: bool = Field(False, description="Whether every pod of the attempt was "
                                "created; a pod missing afterwards was deleted.")
-    restarts: int = 0
+    restarts: int = Field(0, description="Whole-group restarts after failures, counted "
+                          "against spec.restartPolicy.maxRestarts.")
+    disruptions: int = Field(0, description="Whole-group restarts after disruptions (evicted, "
+                             "preempted or lost pods), counted against "
+                             "spec.restartPolicy.maxDisruptions, not maxRestarts.")
     restart_at: str | None = Field(None, description="When the back-off of a restart ends.")
     nodes: NodeCount = Field(default_factory=NodeCount)
     ready: str = Field("0/0", description="nodes.ready/nodes.total, for kubectl get.")

@@ -54,8 +54,9 @@ def render(training: dict[str, Any], pods: list[dict[str, Any]], now: dt.datetim
 def _summary(training: dict[str, Any], status: dict[str, Any], now: dt.datetime) -> str:
     meta, spec = training.get("metadata") or {}, training.get("spec") or {}
     nodes = spec.get("nodes", 1)
-    max_restarts = (spec.get("restartPolicy") or {}).get(
-        "maxRestarts", RestartPolicySpec().max_restarts)
+    restart_policy = spec.get("restartPolicy") or {}
+    max_restarts = restart_policy.get("maxRestarts", RestartPolicySpec().max_restarts)
+    max_disruptions = restart_policy.get("maxDisruptions")
     if status.get("phase"):
         phase = status["phase"]
     else:
@@ -71,6 +72,8 @@ def _summary(training: dict[str, Any], status: dict[str, Any], now: dt.datetime)
         ("GPUs:", str(gpus)),
         ("Attempt:", str(status.get("attempt", 0))),
         ("Restarts:", f"{status.get('restarts', 0)} of {max_restarts}"),
+        ("Disruptions:", f"{status.get('disruptions', 0)} " + (
+            "(no limit)" if max_disruptions is None else f"of {max_disruptions}")),
         ("Created:", _when(meta.get("creationTimestamp"), now)),
     ]
     if status.get("startTime"):
@@ -140,9 +143,12 @@ def _pods(pods: list[dict[str, Any]], attempt: int, now: dt.datetime) -> str:
 
 
 def _history(history: list[dict[str, Any]], now: dt.datetime) -> str:
+    """KIND: what the restart counted against, restarts or disruptions."""
     rows = [[str(r.get("attempt", "?")), r.get("time", "?"), _age(r.get("time"), now),
-             r.get("reason", ""), _one_line(r.get("message", ""))] for r in history]
-    return "Restart history\n" + _table(["ATTEMPT", "TIME", "AGE", "REASON", "MESSAGE"], rows)
+             "disruption" if r.get("disruption") else "restart", r.get("reason", ""),
+             _one_line(r.get("message", ""))] for r in history]
+    return "Restart history\n" + _table(["ATTEMPT", "TIME", "AGE", "KIND", "REASON", "MESSAGE"],
+                                         rows)
 
 
 def _failure(failure: dict[str, Any]) -> str:

@@ -117,6 +117,36 @@ def test_a_killed_worker_restarts_the_group_which_resumes_from_its_checkpoint(
     assert len(epoch_checkpoints(out)) >= 1 and (out / "checkpoint_epoch0004.pt").is_file()
 
 
+def test_an_evicted_pod_restarts_the_group_at_once_from_its_mid_epoch_checkpoint(
+        api, namespace, operator, nodes, tmp_path):
+    """A drain's eviction (the real Eviction API, which sets the DisruptionTarget condition):
+    the trainer saves the step it reached on SIGTERM, the group restarts at once without
+    spending maxRestarts, and the next attempt resumes mid-epoch."""
+    body = cpu_training("evict", tmp_path / "ckpt",
+                        training={"preset": "cpu-smoke", "batchSize": 2, "printFreq": 1})
+    body["spec"]["restartPolicy"] = {"maxRestarts": 0}  # a counted restart would fail it
+    create_training(api, namespace, body)
+    wait_for("step 3 of epoch 1", lambda: "Epoch [1/2] [ 3/32]" in nodes.log_text(
+        namespace, "evict-0"), timeout=JOB_TIMEOUT)
+    client.CoreV1Api(api).create_namespaced_pod_eviction("evict-1", namespace, {
+        "metadata": {"name": "evict-1", "namespace": namespace}})
+
+    done = wait_phase(api, namespace, "evict", "Succeeded")
+
+    assert (done["restarts"], done["disruptions"], done["attempt"]) == (0, 1, 1)
+    (record,) = done["restartHistory"]
+    assert record["disruption"] and record["reason"] == "EvictionByEvictionAPI"
+    (disrupted,) = wait_for_events(api, namespace, "evict", "Disrupted")
+    assert disrupted.type == "Normal" and "Restarting" not in event_reasons(api, namespace,
+                                                                           "evict")
+    assert disrupted.message.startswith("disruption 1, not counted against maxRestarts "
+                                        "(0 of 0 restarts used); restarting at once after "
+                                        "pod evict-1 ")
+    resumed = re.search(r"Resumed from \S+/checkpoint_mid_epoch\.pt \(epoch 0 done, step "
+                        r"(\d+), \1 steps of epoch 1\)", nodes.log_text(namespace, "evict-0"))
+    assert resumed and 3 <= int(resumed.group(1)) < 32, "the new attempt did not resume mid-epoch"
+
+
 def test_a_missing_dataset_path_fails_at_once_naming_the_path(api, namespace, operator, nodes,
                                                                tmp_path):
     (tmp_path / "volume").mkdir()

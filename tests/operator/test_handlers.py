@@ -474,3 +474,14 @@ def test_a_pods_warning_passes_over_its_training(monkeypatch):
                                                            "2026-11-22T00:00:02Z"), memo=memo)
     assert passes == ["r50", "r50"]
     assert memo.pod_warnings.newest("u1") == ("FailedMount", "m")
+
+
+@pytest.mark.parametrize(("old", "new", "fields"), [
+    ({"nodes": 2}, {"nodes": 3}, ["spec.nodes"]),
+    ({"restartPolicy": {"maxRestarts": 3}}, {"restartPolicy": {"maxRestarts": 5}}, []),
+    ({"runPolicy": {"suspend": False}}, {"runPolicy": {"suspend": True}}, []),
+    ({"runPolicy": {}}, {"runPolicy": {"terminationGracePeriodSeconds": 600}},
+     ["spec.runPolicy.terminationGracePeriodSeconds"]),  # the pods carry it
+], ids=["nodes", "restart-policy", "suspend", "grace-period"])
+def test_a_spec_change_warns_of_what_waits_for_the_next_attempt(old, new, fields):
+    assert handlers.changed_for_the_next_attempt(old, new) == fields

@@ -18,6 +18,7 @@ from resnet50_operator.reconcile import (
     reject,
     timestamp,
 )
+from resnet50_operator.reconcile.observe import Disruption
 from resnet50_operator.spec import Condition, NodeCount, ResNet50TrainingStatus
 from resnet50_trainer import contract
 
@@ -143,6 +144,14 @@ def test_master_done_before_the_worker_is_still_running():
                      "Evicted", id="evicted"),
         pytest.param(pod(1, "Unknown"), True, "NodeLost", id="node-lost"),
         pytest.param(pod(1, "Running", deleting=True), True, "PodDeleted", id="deleted"),
+        pytest.param(pod(1, "Failed", exit_code=143, container_reason="Error",
+                         disruption=Disruption("PreemptionByScheduler", "default-scheduler: "
+                                               "preempting to accommodate a higher priority "
+                                               "pod")), True, "PreemptionByScheduler",
+                     id="preempted-143"),
+        pytest.param(pod(1, "Failed", exit_code=2, container_reason="Error",
+                         disruption=Disruption("StoppedByKueue", "Preempted")), True,
+                     "StoppedByKueue", id="condition-wins-over-an-exit-code"),
         pytest.param(pod(1, "Failed", exit_code=2, container_reason="Error"), False,
                      "ConfigurationError", id="config-error-2"),
         pytest.param(pod(1, "Failed", exit_code=3, container_reason="Error"), False,
@@ -158,10 +167,39 @@ def test_master_done_before_the_worker_is_still_running():
 def test_failures_are_classified(failed, retryable, reason):
     failure = classify(failed)
     assert (failure.retryable, failure.reason) == (retryable, reason)
+    assert failure.disruption == (reason in ("Evicted", "NodeLost", "PreemptionByScheduler",
+                                             "StoppedByKueue"))
 
 
 def test_healthy_pods_are_not_failures():
     assert classify(pod(0)) is None and classify(pod(0, "Succeeded")) is None
+    done = pod(0, "Succeeded", disruption=Disruption("EvictionByEvictionAPI", ""))
+    assert classify(done) is None  # evicted after it finished: nothing lost
+
+
+def test_observe_the_disruption_target_condition():
+    body = {"metadata": {"name": "r50-0", "labels": {"resnet50.dev/node-index": "0",
+                                                     "resnet50.dev/attempt": "0"}},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
+                 "message": "Taint manager: deleting due to NoExecute taint",
+                 "lastTransitionTime": "2026-11-22T12:00:00Z"}]}}
+    assert observe_pod(body).disruption == Disruption(
+        "DeletionByTaintManager", "Taint manager: deleting due to NoExecute taint", NOW)
+    body["status"]["conditions"][0]["status"] = "False"  # the pod GC cleared it
+    assert observe_pod(body).disruption is None
+
+
+def test_after_a_disruption_the_next_attempt_starts_once_the_old_pods_are_gone():
+    evicted = pod(1, "Running", deleting=True, deletion_deadline=later(120),
+                  disruption=Disruption("EvictionByEvictionAPI", "Eviction API: evicting"))
+    d = run(status(phase="Running"), [pod(0), evicted])
+    assert deleted(d) == [("r50-0", False)]  # the evicted pod is being deleted already
+    st = d.status
+    assert (st.phase, st.restarts, st.disruptions, st.restart_at) == ("Restarting", 0, 1, None)
+    waiting = run(st, [pod(0, attempt=0, deleting=True), evicted], now=later(60))
+    assert created(waiting) == []  # the evicted pod is still writing its checkpoint
+    assert created(run(st, [], now=later(61))) == ["r50-0", "r50-1"]
 
 
 def test_a_retryable_failure_restarts_the_whole_group():

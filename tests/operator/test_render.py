@@ -148,6 +148,10 @@ def test_resources_request_what_they_limit(spec, limits, settings):
                       "checkpoint": {"hostPath": {"path": "/ck"}, "subPath": "runs/a"}},
                      ["--data-path", "/data/imagenet", "--output-dir", "/checkpoints/runs/a"],
                      id="sub-paths"),
+        pytest.param({"checkpoint": {"persistentVolumeClaim": {"claimName": "c"},
+                                     "intervalMinutes": 30}},
+                     ["--data-path", "/data", "--output-dir", "/checkpoints/r50",
+                      "--checkpoint-interval-minutes", "30"], id="checkpoint-interval"),
         pytest.param({"training": {"preset": "amp-8cards", "epochs": 5, "channelsLast": False,
                                    "extraArgs": ["--label-smoothing", "0.1"]}},
                      ["--preset", "amp-8cards", "--data-path", "/data", "--output-dir",
@@ -160,6 +164,23 @@ def test_trainer_arguments(spec, expected, settings):
     assert args[:4] == ["--metrics-port", str(settings.metrics_port), "--termination-log",
                         "/dev/termination-log"]
     assert args[4:] == expected
+
+
+@pytest.mark.parametrize(("run_policy", "grace"), [({}, 120),
+                                                   ({"terminationGracePeriodSeconds": 600}, 600)])
+def test_the_grace_period_leaves_the_trainer_time_to_write_a_checkpoint(run_policy, grace,
+                                                                         settings):
+    pod = render_pod(training({"runPolicy": run_policy}), 0, 0, settings)
+    assert pod["spec"]["terminationGracePeriodSeconds"] == grace
+
+
+@pytest.mark.parametrize("spec", [{"runPolicy": {"terminationGracePeriodSeconds": 0}},
+                                  {"runPolicy": {"terminationGracePeriodSeconds": 3601}},
+                                  {"checkpoint": {"persistentVolumeClaim": {"claimName": "c"},
+                                                  "intervalMinutes": 0}}])
+def test_the_grace_period_and_checkpoint_interval_are_bounded(spec):
+    with pytest.raises(ValueError, match="terminationGracePeriodSeconds|intervalMinutes"):
+        training(spec)
 
 
 def test_progress_is_published_on_a_port_prometheus_finds_on_the_first_pod(settings):

@@ -13,7 +13,7 @@ from cases import training
 
 from resnet50_operator.reconcile import rules
 from resnet50_operator.reconcile.decision import CreateObject, DeletePod, DeleteTraining
-from resnet50_operator.reconcile.observe import PodView, timestamp
+from resnet50_operator.reconcile.observe import Disruption, PodView, timestamp
 from resnet50_operator.settings import OperatorSettings
 from resnet50_operator.spec import ResNet50TrainingStatus, TrainingProgress
 
@@ -157,6 +157,102 @@ def test_failed(status, pods, decided, phase, reason):
                         {"runPolicy": {"progressDeadlineSeconds": 600}})
     assert (d, st.phase) == (decided, phase)
     assert (st.last_failure.reason if st.last_failure else None) == reason
+
+
+# Kubernetes' DisruptionTarget condition, set 30 s before the pass, when `kubectl drain` evicted
+# the pod; its trainer then stopped on SIGTERM, saved a checkpoint and exited 143.
+EVICTED = Disruption("EvictionByEvictionAPI", "Eviction API: evicting", NOW - dt.timedelta(
+    seconds=30))
+
+
+def stopped(index, **kw):
+    """A pod whose trainer stopped on SIGTERM (contract.EXIT_STOPPED)."""
+    return pod(index, "Failed", exit_code=143, container_reason="Error",
+               container_message="resnet50-train: stopped by SIGTERM", **kw)
+
+
+def later(seconds):
+    return NOW + dt.timedelta(seconds=seconds)
+
+
+# phase, restarts, disruptions, events
+DISRUPTED = ("Restarting", 0, 1, [("Normal", "Disrupted")])
+COUNTED = ("Restarting", 1, 0, [("Warning", "Restarting")])
+
+
+@pytest.mark.parametrize(("status", "pods", "restart_policy", "reason", "outcome"), [
+    (RUNNING, [pod(0), stopped(1, finished_at=NOW, disruption=EVICTED)], {},
+     "EvictionByEvictionAPI", DISRUPTED),
+    # its peer's collective broke a moment later: one incident, one disruption
+    (RUNNING, [pod(0, "Failed", exit_code=1, finished_at=later(2)),
+               stopped(1, finished_at=NOW, disruption=EVICTED)], {},
+     "EvictionByEvictionAPI", DISRUPTED),
+    # the peer stopped with it while the evicted pod still wrote its checkpoint: the
+    # disruption began before either ended
+    (RUNNING, [stopped(0, finished_at=later(-25)),
+               stopped(1, finished_at=later(-5), disruption=EVICTED)], {},
+     "EvictionByEvictionAPI", DISRUPTED),
+    (RUNNING, [pod(0), pod(1, deleting=True, disruption=EVICTED)], {},
+     "EvictionByEvictionAPI", DISRUPTED),  # seen before its trainer stopped
+    (RUNNING, [pod(0), pod(1, "Unknown")], {}, "NodeLost", DISRUPTED),
+    (RUNNING, [pod(0), pod(1, "Failed", pod_reason="NodeLost")], {}, "NodeLost", DISRUPTED),
+    (RUNNING, [pod(0), pod(1, "Failed", exit_code=137, pod_reason="Evicted",
+                       pod_message="The node was low on resource: memory.")], {},
+     "Evicted", DISRUPTED),  # the kubelet's eviction, without the condition
+    # deleted without the condition (kubectl delete pod): a failure, as for a Job
+    (RUNNING, [pod(0), pod(1, deleting=True)], {}, "PodDeleted", COUNTED),
+    (RUNNING, [pod(0), stopped(1)], {}, "Terminated", COUNTED),  # SIGTERM, no condition
+    ({**RUNNING, "restarts": 3}, [pod(0), stopped(1, disruption=EVICTED)], {},
+     "EvictionByEvictionAPI", ("Restarting", 3, 1, [("Normal", "Disrupted")])),
+    ({**RUNNING, "disruptions": 2}, [pod(0), stopped(1, disruption=EVICTED)],
+     {"maxDisruptions": 2}, "EvictionByEvictionAPI",
+     ("Failed", 0, 2, [("Warning", "DisruptionLimitExceeded")])),
+    ({**RUNNING, "disruptions": 1}, [pod(0), stopped(1, disruption=EVICTED)],
+     {"maxDisruptions": 2}, "EvictionByEvictionAPI", ("Restarting", 0, 2, DISRUPTED[3])),
+    ({**RUNNING, "disruptions": 100}, [pod(0), stopped(1, disruption=EVICTED)], {},
+     "EvictionByEvictionAPI", ("Restarting", 0, 101, DISRUPTED[3])),  # no limit
+], ids=["evicted-143", "peer-exits-1-after", "peer-stopped-first", "evicted-still-running",
+        "node-unknown", "node-lost", "kubelet-evicted", "deleted-by-a-user",
+        "sigterm-without-condition", "restart-budget-spent", "disruption-budget-spent",
+        "disruption-budget-left", "no-disruption-limit"])
+def test_failed_after_a_disruption(status, pods, restart_policy, reason, outcome):
+    d, _, st, events = apply(rules.failed, status, pods, {"restartPolicy": restart_policy})
+    assert d and st.last_failure.reason == reason
+    assert (st.phase, st.restarts, st.disruptions, events) == outcome
+    if st.phase == "Restarting":
+        disrupted = outcome[2] > status.get("disruptions", 0)
+        assert st.restart_history[-1].disruption == disrupted
+        assert (st.restart_at is None) == disrupted  # a disruption restarts without back-off
+
+
+def test_a_disruption_says_it_does_not_count_against_max_restarts():
+    p = rules.Pass(training(), ResNet50TrainingStatus(**{
+        "start_time": at(0), "pods_created": True, **RUNNING, "restarts": 1,
+        "disruptions": 1}), [pod(0), stopped(1, finished_at=NOW, disruption=EVICTED)], True,
+        NOW, OperatorSettings(), 1)
+    rules.failed(p)
+    (event,) = p.events
+    assert (event.type, event.reason) == ("Normal", "Disrupted")
+    assert event.message == (
+        "disruption 2, not counted against maxRestarts (1 of 3 restarts used); restarting at "
+        "once after pod r50-1 exit code 143 (EvictionByEvictionAPI): resnet50-train: stopped "
+        "by SIGTERM\nEviction API: evicting")
+    restarting = next(c for c in p.status.conditions if c.type == "Restarting")
+    assert (restarting.status, restarting.reason) == ("True", "EvictionByEvictionAPI")
+    assert p.status.restart_history[-1].message == \
+        "pod r50-1 exit code 143 (EvictionByEvictionAPI): Eviction API: evicting"
+    assert (p.status.attempt, p.status.pods_created) == (1, False)
+
+
+def test_the_disruption_limit_names_its_field():
+    _, _, st, _ = apply(rules.failed, {**RUNNING, "disruptions": 3},
+                        [pod(0), stopped(1, disruption=EVICTED)],
+                        {"restartPolicy": {"maxDisruptions": 3}})
+    failed = next(c for c in st.conditions if c.type == "Failed")
+    assert failed.reason == "DisruptionLimitExceeded"
+    assert failed.message.startswith("disruption budget of 3 "
+                                     "(spec.restartPolicy.maxDisruptions) spent; last "
+                                     "disruption: pod r50-1 exit code 143")
 
 
 @pytest.mark.parametrize(("first_progress", "read_at", "phase", "reason"), [

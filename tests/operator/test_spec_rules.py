@@ -65,7 +65,8 @@ def test_extra_args_may_not_give_an_option_the_operator_renders():
                    {"training": {"preset": "amp-8cards", "precision": "bf16", "epochs": 1,
                                  "batchSize": 32, "lr": 0.1, "workers": 4, "printFreq": 10,
                                  "channelsLast": True}},
-                   {"training": {"channelsLast": False}}):
+                   {"training": {"channelsLast": False},
+                    "checkpoint": {"hostPath": {"path": "/c"}, "intervalMinutes": 30}}):
         args = render.trainer_args(parse(valid_spec(**change)), OperatorSettings())
         rendered |= {a for a in args if a.startswith("-")}
     assert rendered == set(OPERATOR_FLAGS)  # each branch of render.trainer_args above

@@ -90,6 +90,29 @@ RESTARTED_PODS = [
     pod(1, 0, {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}, phase="Failed"),
 ]
 
+# Drained after an earlier OOM kill: the group restarts at once, and only the OOM kill
+# counts against maxRestarts; the evicted pod is still saving its checkpoint.
+DISRUPTED = training({
+    "phase": "Restarting", "attempt": 2, "podsCreated": False, "restarts": 1,
+    "disruptions": 1, "nodes": {"ready": 0, "total": 2}, "ready": "0/2", "gpus": 16,
+    "lastFailure": {"pod": "r50-0", "exitCode": 143, "reason": "EvictionByEvictionAPI",
+                    "message": "resnet50-train: stopped by SIGTERM\nEviction API: evicting"},
+    "restartHistory": [
+        {"attempt": 0, "time": ago(3600), "reason": "OOMKilled",
+         "message": "pod r50-1 exit code 137 (OOMKilled): " + FAILURE_LOG},
+        {"attempt": 1, "time": ago(20), "reason": "EvictionByEvictionAPI", "disruption": True,
+         "message": "pod r50-0 exit code 143 (EvictionByEvictionAPI): Eviction API: evicting"}],
+    "conditions": [condition("Restarting", "True", "EvictionByEvictionAPI",
+                             "disruption 1 of 5, not counted against maxRestarts (1 of 3 "
+                             "restarts used); restarting at once after pod r50-0 exit code "
+                             "143 (EvictionByEvictionAPI): resnet50-train: stopped by "
+                             "SIGTERM\nEviction API: evicting", age=20)],
+}, restartPolicy={"maxDisruptions": 5})
+DISRUPTED_PODS = [
+    pod(0, 1, {"terminated": {"exitCode": 143, "reason": "Error"}}, phase="Failed", age=3000),
+    pod(1, 1, {"running": {}}, age=3000),
+]
+
 FAILED = training({
     "phase": "Failed", "attempt": 0, "restarts": 0, "nodes": {"ready": 0, "total": 2},
     "gpus": 16, "completionTime": ago(60),
@@ -115,6 +138,7 @@ EXPECTED = Path(__file__).parent / "statusview"
     ("empty-status", training({}, restartPolicy={"maxRestarts": 5}), []),
     ("running-with-progress-and-two-pods", RUNNING, RUNNING_PODS),
     ("restarted-with-history-and-last-failure", RESTARTED, RESTARTED_PODS),
+    ("restarting-at-once-after-a-disruption", DISRUPTED, DISRUPTED_PODS),
     ("failed", FAILED, FAILED_PODS),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_render(name, body, pods):
@@ -154,7 +178,7 @@ def test_unscheduled_pod_and_terminating_pod():
 def test_restarting_shows_when_the_next_attempt_starts():
     body = training({"phase": "Restarting", "restartAt": ago(-20), "restarts": 1})
     phase = render(body, [], NOW).splitlines()[1]
-    assert phase == "  Phase:     Restarting (next attempt in 20s)"
+    assert phase == "  Phase:        Restarting (next attempt in 20s)"
 
 
 # ------------------------------------------------------------------ the command line

@@ -1,4 +1,5 @@
-"""Which pods of an attempt failed, whether a restart may help, and which failure was first."""
+"""Which pods of an attempt failed, whether a restart may help, whether Kubernetes took
+them away (a disruption), and which failure was first."""
 
 from __future__ import annotations
 
@@ -9,10 +10,17 @@ from resnet50_operator.reconcile.observe import PodView
 from resnet50_trainer import contract
 
 # When one rank dies, its peers' collectives fail within moments and they exit 1 too:
-# failures that end this close to the first one are one event, and a retryable cause wins.
+# failures that end this close to the first one are one event, whose cause is a
+# disruption, else a retryable failure (root_cause).
 SAME_INCIDENT = dt.timedelta(seconds=5)
 MESSAGE_TAIL = 1000  # characters of a termination message kept in status
 ONE_LINE = 200  # characters of it in one line of the restart history
+# A failed pod's status.reason when its node took it away, for pods without the
+# DisruptionTarget condition (older kubelets): the kubelet's node-pressure eviction
+# (Evicted), its preemption for a critical pod (Preempting), a graceful node shutdown
+# (Shutdown, Terminated, NodeShutdown), and a node the node controller gave up (NodeLost).
+DISRUPTION_REASONS = frozenset({"Evicted", "Preempting", "Shutdown", "Terminated",
+                                "NodeShutdown", "NodeLost"})
 
 
 @dataclass(frozen=True)
@@ -22,7 +30,9 @@ class Failure:
     reason: str
     message: str
     exit_code: int | None = None
-    finished_at: dt.datetime | None = None
+    at: dt.datetime | None = None  # when it happened; for a disruption, when that began
+    # Kubernetes took the pod away: the group restarts without spending maxRestarts.
+    disruption: bool = False
 
     def describe(self, one_line: bool = False) -> str:
         """pod NAME exit code C (REASON): MESSAGE; `one_line`: only the message's last
@@ -37,11 +47,14 @@ class Failure:
 
 
 def classify(pod: PodView) -> Failure | None:
-    """Whether a pod of the running attempt failed, and whether a restart may help."""
+    """Whether a pod of the running attempt failed, whether a restart may help, and whether
+    it was a disruption rather than a failure of the training."""
+    if disrupted := _disruption(pod):
+        return disrupted
     if pod.phase == "Failed":
         message = _tail(pod.container_message or pod.pod_message)
         code, at = pod.exit_code, pod.finished_at
-        if pod.pod_reason:  # Evicted, Preempting, NodeLost, ...: the node's doing, not ours
+        if pod.pod_reason:  # UnexpectedAdmissionError, OutOfcpu, ...: the node's doing
             return Failure(pod.name, True, pod.pod_reason, message, code, at)
         if code is None:
             return Failure(pod.name, True, pod.container_reason or "Failed", message)
@@ -50,25 +63,57 @@ def classify(pod: PodView) -> Failure | None:
         known = contract.EXIT_CLASSES.get(code)  # else a crash: the container's own reason
         reason = known.reason if known else pod.container_reason or "Error"
         return Failure(pod.name, False, reason, message, code, at)
-    if pod.phase == "Unknown":
-        return Failure(pod.name, True, "NodeLost", "the pod's node stopped reporting")
     if pod.deleting:
+        # Deleted without the DisruptionTarget condition: by a user, or by a controller
+        # that does not say why. As for a Job's podFailurePolicy, only the condition makes
+        # a deletion a disruption; this one counts against maxRestarts.
         return Failure(pod.name, True, "PodDeleted", "the pod was deleted while training")
     return None
+
+
+def _disruption(pod: PodView) -> Failure | None:
+    """A pod Kubernetes took away: nothing the training did, and a restart from the last
+    checkpoint cures it. Its DisruptionTarget condition says so whatever the pod's state:
+    a Running pod is about to be deleted, and a Failed one's exit code 143 is the trainer
+    stopping on the SIGTERM that followed. Without the condition, a lost node (phase
+    Unknown) or the kubelet's own reason (DISRUPTION_REASONS) says so."""
+    if pod.phase == "Succeeded":
+        return None
+    if pod.disruption:
+        d = pod.disruption
+        return _disrupted(pod, d.reason or "DisruptionTarget", d.message, d.since)
+    if pod.phase == "Unknown":
+        return _disrupted(pod, "NodeLost", "the pod's node stopped reporting")
+    if pod.phase == "Failed" and pod.pod_reason in DISRUPTION_REASONS:
+        return _disrupted(pod, pod.pod_reason, pod.pod_message)
+    return None
+
+
+def _disrupted(pod: PodView, reason: str, why: str,
+               since: dt.datetime | None = None) -> Failure:
+    """A disruption, at the earlier of when it began and when the container ended, so that
+    its peers' failures moments later are its echoes (root_cause). The message is the end
+    of the log (the trainer stopping on SIGTERM) and then Kubernetes' why, as its last line."""
+    message = _tail("\n".join(t for t in (pod.container_message.strip(), why.strip()) if t))
+    at = min((t for t in (since, pod.finished_at) if t is not None), default=None)
+    return Failure(pod.name, True, reason, message, pod.exit_code, at, disruption=True)
 
 
 def root_cause(failures: list[Failure]) -> Failure:
     """The failure that brought the attempt down; the others followed from it.
 
-    Failures without a time (a deleted pod, a lost node) and those that ended within
-    SAME_INCIDENT of the earliest one are candidates; among them a retryable one is the
-    cause, since a rank killed by a signal makes its peers exit 1 at once.
+    Failures without a time (a deleted pod, a lost node) and those within SAME_INCIDENT of
+    the earliest one are candidates. Among them a disruption is the cause, then a retryable
+    failure, then the first: a rank killed by a signal makes its peers exit 1 at once, and
+    the peers of a disrupted pod exit 1 or stop with it (143) moments later, so that the
+    whole incident is one disruption.
     """
-    times = [f.finished_at for f in failures if f.finished_at is not None]
+    times = [f.at for f in failures if f.at is not None]
     first = min(times, default=None)
-    candidates = [f for f in failures if first is None or f.finished_at is None
-                  or f.finished_at - first <= SAME_INCIDENT]
-    return next((f for f in candidates if f.retryable), candidates[0])
+    candidates = [f for f in failures if first is None or f.at is None
+                  or f.at - first <= SAME_INCIDENT]
+    # A disruption first, then a retryable failure; of equals, min() keeps the first.
+    return min(candidates, key=lambda f: (not f.disruption, not f.retryable))
 
 
 def _signal_reason(pod: PodView, code: int) -> str:

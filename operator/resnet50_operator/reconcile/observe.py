@@ -27,6 +27,17 @@ def parse_time(text: str | None) -> dt.datetime | None:
 
 
 @dataclass(frozen=True)
+class Disruption:
+    """A pod's DisruptionTarget condition: Kubernetes says it is taking the pod away (an
+    eviction, a preemption, a NoExecute taint, the pod GC, the kubelet, Kueue), before the
+    pod's containers get SIGTERM."""
+
+    reason: str  # EvictionByEvictionAPI, PreemptionByScheduler, ..., StoppedByKueue
+    message: str
+    since: dt.datetime | None = None  # lastTransitionTime: when the disruption began
+
+
+@dataclass(frozen=True)
 class PodView:
     """What reconcile needs to know of one pod, read from its labels and status."""
 
@@ -47,6 +58,7 @@ class PodView:
     ip: str = ""  # status.podIP
     metrics_port: int | None = None  # the trainer container's port named "metrics"
     warning: tuple[str, str] | None = None  # (reason, message) of its latest Warning Event
+    disruption: Disruption | None = None  # its DisruptionTarget condition, when True
 
 
 def observe_pod(pod: dict[str, Any]) -> PodView | None:
@@ -74,11 +86,14 @@ def observe_pod(pod: dict[str, Any]) -> PodView | None:
         elif "waiting" in state:
             reason = state["waiting"].get("reason", "")
             message = state["waiting"].get("message", "")
-    unschedulable = ""
+    unschedulable, disruption = "", None
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
                 and cond.get("reason") == "Unschedulable":
             unschedulable = cond.get("message", "")
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            disruption = Disruption(cond.get("reason", ""), cond.get("message", ""),
+                                    parse_time(cond.get("lastTransitionTime")))
     return PodView(
         name=meta["name"],
         uid=meta.get("uid", ""),
@@ -94,6 +109,7 @@ def observe_pod(pod: dict[str, Any]) -> PodView | None:
         pod_reason=status.get("reason", ""),
         pod_message=status.get("message", ""),
         unschedulable=unschedulable,
+        disruption=disruption,
         ip=status.get("podIP") or "",
         metrics_port=next((port.get("containerPort") for c in (pod.get("spec") or {}).get(
             "containers") or [] for port in c.get("ports") or []

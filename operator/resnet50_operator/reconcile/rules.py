@@ -204,8 +204,9 @@ def record_progress(p: Pass) -> bool:
 
 
 def failed(p: Pass) -> bool:
-    """A pod of the attempt failed or vanished, or the training made no progress: restart
-    the whole group after a back-off, or fail for good (a final exit code, no budget)."""
+    """A pod of the attempt failed, vanished or was disrupted, or the training made no
+    progress: restart the whole group (after a back-off, or at once after a disruption),
+    or fail for good (a final exit code, no budget left)."""
     failures = [f for f in map(classify, p.current) if f]
     if p.status.pods_created:
         present = {pod.index for pod in p.current}
@@ -219,11 +220,18 @@ def failed(p: Pass) -> bool:
     first = root_cause(failures)
     p.update(last_failure=FailureRecord(pod=first.pod, exit_code=first.exit_code,
                                         reason=first.reason, message=first.message))
-    policy, restarts = p.spec.restart_policy, p.status.restarts
-    if not first.retryable:
+    policy, st = p.spec.restart_policy, p.status
+    if first.disruption:
+        if policy.max_disruptions is not None and st.disruptions >= policy.max_disruptions:
+            p.finish(False, "DisruptionLimitExceeded", f"disruption budget of "
+                     f"{policy.max_disruptions} (spec.restartPolicy.maxDisruptions) spent; "
+                     f"last disruption: {first.describe()}", p.current)
+        else:
+            _restart(p, first)
+    elif not first.retryable:
         p.finish(False, first.reason, f"{first.describe()}; not retried: the same input would "
                  "fail again", p.current)
-    elif restarts >= policy.max_restarts:
+    elif st.restarts >= policy.max_restarts:
         p.finish(False, "RestartLimitExceeded", f"restart budget of {policy.max_restarts} "
                  f"spent; last failure: {first.describe()}", p.current)
     else:
@@ -232,25 +240,35 @@ def failed(p: Pass) -> bool:
 
 
 def _restart(p: Pass, cause: Failure) -> None:
+    """The next attempt: this one's pods deleted and the cause recorded. A failure counts
+    in restarts and waits for a back-off that doubles with each; a disruption counts in
+    disruptions and restarts at once (once the old pods are gone), as the cause lay
+    outside the training and waiting would not help."""
     policy, st = p.spec.restart_policy, p.status
-    backoff = min(policy.backoff_seconds * 2 ** st.restarts, policy.max_backoff_seconds)
     # The whole log tail is in lastFailure and the Event; the history keeps one line each.
     record = RestartRecord(attempt=st.attempt, time=timestamp(p.now), reason=cause.reason,
-                           message=cause.describe(one_line=True))
+                           message=cause.describe(one_line=True), disruption=cause.disruption)
     p.delete(p.current)
     p.nodes(0)
-    p.update(
-        restarts=st.restarts + 1,
-        attempt=st.attempt + 1,
-        pods_created=False,
-        restart_at=timestamp(p.now + dt.timedelta(seconds=backoff)),
-        restart_history=[*st.restart_history, record][-RESTART_HISTORY_KEPT:],
-    )
-    message = (f"restart {st.restarts + 1} of {policy.max_restarts} in {backoff} s after "
-               f"{cause.describe()}")
+    p.update(attempt=st.attempt + 1, pods_created=False,
+             restart_history=[*st.restart_history, record][-RESTART_HISTORY_KEPT:])
+    if cause.disruption:
+        limit = f" of {policy.max_disruptions}" if policy.max_disruptions is not None else ""
+        message = (f"disruption {st.disruptions + 1}{limit}, not counted against maxRestarts "
+                   f"({st.restarts} of {policy.max_restarts} restarts used); restarting at "
+                   f"once after {cause.describe()}")
+        p.update(disruptions=st.disruptions + 1, restart_at=None)
+        event = Event("Normal", "Disrupted", message)
+    else:
+        backoff = min(policy.backoff_seconds * 2 ** st.restarts, policy.max_backoff_seconds)
+        message = (f"restart {st.restarts + 1} of {policy.max_restarts} in {backoff} s after "
+                   f"{cause.describe()}")
+        p.update(restarts=st.restarts + 1,
+                 restart_at=timestamp(p.now + dt.timedelta(seconds=backoff)))
+        event = Event("Warning", "Restarting", message)
     p.condition("Restarting", "True", cause.reason, message)
     p.condition("Running", "False", "Restarting", message)
-    p.events.append(Event("Warning", "Restarting", message))
+    p.events.append(event)
     p.update(phase="Restarting")
 
 
