@@ -26,13 +26,18 @@ def parse_time(text: str | None) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
+# Kubernetes' condition on a pod it is taking away, and Kueue's (v0.17) on the pods of a
+# workload it stops (reason WorkloadEvicted on preemption, with Kueue's message).
+DISRUPTION_CONDITIONS = ("DisruptionTarget", "TerminationTarget")
+
+
 @dataclass(frozen=True)
 class Disruption:
     """A pod's DisruptionTarget condition: Kubernetes says it is taking the pod away (an
     eviction, a preemption, a NoExecute taint, the pod GC, the kubelet, Kueue), before the
     pod's containers get SIGTERM."""
 
-    reason: str  # EvictionByEvictionAPI, PreemptionByScheduler, ..., StoppedByKueue
+    reason: str  # EvictionByEvictionAPI, PreemptionByScheduler, ..., WorkloadEvicted
     message: str
     since: dt.datetime | None = None  # lastTransitionTime: when the disruption began
 
@@ -91,7 +96,7 @@ def observe_pod(pod: dict[str, Any]) -> PodView | None:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
                 and cond.get("reason") == "Unschedulable":
             unschedulable = cond.get("message", "")
-        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+        if cond.get("type") in DISRUPTION_CONDITIONS and cond.get("status") == "True":
             disruption = Disruption(cond.get("reason", ""), cond.get("message", ""),
                                     parse_time(cond.get("lastTransitionTime")))
     return PodView(
