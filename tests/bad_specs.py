@@ -21,6 +21,11 @@ class BadSpec(NamedTuple):
 
 PVC = {"persistentVolumeClaim": {"claimName": "imagenet"}}
 BAD_SPECS = [
+    BadSpec("kueue-without-a-queue", {"scheduling": {"gang": {"mode": "kueue"}}},
+            "spec.scheduling.gang.queue", s.MSG_GANG_QUEUE),
+    BadSpec("schedule-timeout-without-coscheduling", {"scheduling": {"gang": {
+        "mode": "volcano", "scheduleTimeoutSeconds": 60}}},
+            "spec.scheduling.gang.scheduleTimeoutSeconds", s.MSG_GANG_TIMEOUT),
     BadSpec("two-data-sources", {"dataset": {**PVC, "hostPath": {"path": "/d"}}},
             "spec.dataset", s.MSG_DATASET_SOURCE),
     BadSpec("no-data-source", {"dataset": {"subPath": "x"}}, "spec.dataset",

@@ -448,6 +448,7 @@ KUBERNETES_REASONS = {
     # a pod's DisruptionTarget condition (Kueue's too)
     "EvictionByEvictionAPI", "PreemptionByScheduler", "DeletionByTaintManager",
     "DeletionByPodGC", "TerminationByKubelet", "WorkloadEvicted",
+    "NotEnoughResources",  # a Volcano PodGroup's Unschedulable condition
 }
 
 

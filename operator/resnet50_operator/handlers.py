@@ -41,7 +41,7 @@ import pydantic
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from resnet50_operator import reconcile, refusals, render
+from resnet50_operator import gang, reconcile, refusals, render
 from resnet50_operator.settings import OperatorSettings
 from resnet50_operator.spec import GROUP, KIND, PLURAL, VERSION, ResNet50TrainingStatus
 from resnet50_trainer import contract
@@ -257,7 +257,8 @@ def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
         reading = _progress(memo, training, current, pods)
         decision = reconcile.reconcile(
             training, current, pods, service_exists, now, memo.settings,
-            meta.get("generation"), reading and reading.gauges, reading and reading.at)
+            meta.get("generation"), reading and reading.gauges, reading and reading.at,
+            _observe_gang(memo, training, current, pods))
     # Creations first: a status that says "created" always has its pods. Deletions only
     # once the status that explains them is written (a new attempt, a finished phase):
     # otherwise a lost write leaves the next decision a pod gone for no recorded reason,
@@ -292,6 +293,40 @@ def _observe(memo: kopf.Memo, t: render.Training) -> tuple[list[reconcile.PodVie
             raise
         service_exists = False
     return pods, service_exists
+
+
+def _observe_gang(memo: kopf.Memo, t: render.Training, status: ResNet50TrainingStatus,
+                  pods: list[reconcile.PodView]) -> reconcile.GangView | None:
+    """The gang scheduler of spec.scheduling.gang, read only while it matters: before the
+    pods of an attempt are created (is it installed, is the queue or the PodGroup there)
+    and while some wait to be scheduled (the PodGroup's reason)."""
+    mode = gang.mode(t)
+    waiting = any(p.phase == "Pending" for p in pods if p.attempt == status.attempt)
+    if mode == "none" or (status.pods_created and not waiting):
+        return None
+    api = gang.APIS[mode]
+    name = t.spec.scheduling.gang.queue if mode == "kueue" else t.name
+    try:
+        found = memo.custom.get_namespaced_custom_object(api.group, api.version, t.namespace,
+                                                         api.plural, name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        installed = _serves(memo, api)
+        return reconcile.GangView(installed=installed, queue_exists=mode != "kueue",
+                                  group_exists=mode == "kueue")
+    return reconcile.GangView(unschedulable=gang.unschedulable(found))
+
+
+def _serves(memo: kopf.Memo, api: gang.GangApi) -> bool:
+    """Whether the cluster serves api's resource (its CRD installed)."""
+    try:
+        listed = memo.custom.get_api_resources(api.group, api.version)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return any(r.name == api.plural for r in listed.resources)
 
 
 def _with_warnings(memo: kopf.Memo, pods: list[reconcile.PodView]) -> list[reconcile.PodView]:
@@ -419,10 +454,8 @@ def _create(memo: kopf.Memo, decision: reconcile.Decision, body: dict[str, Any]
         if not isinstance(action, reconcile.CreateObject):
             continue
         kind, object_name = action.body["kind"], action.body["metadata"]["name"]
-        create = (memo.core.create_namespaced_pod if kind == "Pod"
-                  else memo.core.create_namespaced_service)
         try:
-            create(namespace, action.body)
+            _create_object(memo, namespace, action.body)
         except ApiException as exc:
             refusal = refusals.explain(exc.status, _api_message(exc), kind, object_name,
                                        namespace, _position(action, decision))
@@ -435,6 +468,24 @@ def _create(memo: kopf.Memo, decision: reconcile.Decision, body: dict[str, Any]
             log.warning("%s/%s: %s", namespace, name, refusal.message)
             return refusal
     return None
+
+
+def _create_object(memo: kopf.Memo, namespace: str, body: dict[str, Any]) -> None:
+    """A Pod, the Service, or the gang scheduler's PodGroup (an existing one is kept: it
+    belongs to this training, from an earlier attempt or an interrupted pass)."""
+    if body["kind"] == "Pod":
+        memo.core.create_namespaced_pod(namespace, body)
+    elif body["kind"] == "Service":
+        memo.core.create_namespaced_service(namespace, body)
+    else:
+        group, version = body["apiVersion"].split("/")
+        plural = next(a.plural for a in gang.APIS.values() if a.api_version == body["apiVersion"]
+                      and a.kind == body["kind"])
+        try:
+            memo.custom.create_namespaced_custom_object(group, version, namespace, plural, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
 
 
 def _position(action: reconcile.CreateObject, decision: reconcile.Decision) -> str:

@@ -16,6 +16,7 @@ import jinja2
 import pydantic
 import yaml
 
+from resnet50_operator import gang
 from resnet50_operator import spec as s
 from resnet50_operator.settings import OperatorSettings
 from resnet50_trainer.contract import EXIT_ACCESS, Flag
@@ -256,7 +257,7 @@ def scheduling(t: Training) -> dict[str, Any]:
         "tolerations": sched.tolerations or None,
         "affinity": sched.affinity,
         "priorityClassName": sched.priority_class_name,
-        "schedulerName": sched.scheduler_name,
+        "schedulerName": gang.scheduler_name(t),
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -270,6 +271,16 @@ def container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
+def pod_annotations(t: Training, index: int, settings: OperatorSettings) -> dict[str, str]:
+    """The gang scheduler's, and for a Prometheus that discovers pods by annotation, where
+    rank 0 (global rank 0 runs in the first pod) serves the progress."""
+    out = gang.pod_annotations(t, t.spec.nodes)
+    if index == 0:
+        out.update({"prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(settings.metrics_port)})
+    return out
+
+
 def pod_values(t: Training, index: int, attempt: int, settings: OperatorSettings) -> dict:
     vols, mounts = volumes(t)
     image = t.spec.image or settings.trainer_image
@@ -277,11 +288,11 @@ def pod_values(t: Training, index: int, attempt: int, settings: OperatorSettings
         "name": t.pod_name(index),
         "namespace": t.namespace,
         "service": t.service,
-        "labels": labels(t, index, attempt),
+        "labels": {**labels(t, index, attempt), **gang.pod_labels(t, attempt)},
+        "annotations": pod_annotations(t, index, settings),
         "owner": owner_reference(t),
         "args": trainer_args(t, settings),
         "metrics_port": settings.metrics_port,
-        "serves_metrics": index == 0,  # global rank 0 runs in the first pod
         "env": environment(t, index, settings),
         "rendezvous_port": settings.rendezvous_port,
         "volumes": vols,
@@ -323,6 +334,11 @@ def _emit(template: str, values: dict[str, Any]) -> dict[str, Any]:
 
 def render_pod(t: Training, index: int, attempt: int, settings: OperatorSettings) -> dict:
     return _emit("pod.yaml.j2", pod_values(t, index, attempt, settings))
+
+
+def render_pod_group(t: Training) -> dict[str, Any] | None:
+    """The gang scheduler's PodGroup (gang.pod_group), None when the mode has none."""
+    return gang.pod_group(t, t.spec.nodes, owner_reference(t))
 
 
 def render_service(t: Training, settings: OperatorSettings) -> dict[str, Any]:

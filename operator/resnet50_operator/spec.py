@@ -70,6 +70,9 @@ MSG_ENV_UNIQUE = "each variable may be set only once"
 MSG_PROCESSES = "processesPerNode is for CPU trainings (gpusPerNode: 0); with GPUs each pod " \
     "runs one process per GPU"
 MSG_BACKOFF = "must be at least backoffSeconds, the first wait"
+MSG_GANG_QUEUE = "gang mode kueue needs queue: the name of a LocalQueue in the training's " \
+    "namespace"
+MSG_GANG_TIMEOUT = "scheduleTimeoutSeconds is for gang mode coscheduling"
 # Also the regular expressions of rules, in the dialect both RE2 (CEL) and Python read; no
 # backslashes, which a CEL string literal would read as its own escapes.
 OUTSIDE_VOLUME = r"^/|(^|/)[.][.](/|$)"
@@ -322,7 +325,44 @@ class RestartPolicySpec(_Model):
         return bound
 
 
+class GangSpec(_Model):
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel("self.mode != 'kueue' || has(self.queue)", MSG_GANG_QUEUE, fieldPath=".queue"),
+        cel("!has(self.scheduleTimeoutSeconds) || self.mode == 'coscheduling'",
+            MSG_GANG_TIMEOUT, fieldPath=".scheduleTimeoutSeconds")))
+
+    mode: Literal["none", "kueue", "volcano", "coscheduling"] = Field(
+        "none", description="All-or-nothing admission of the pods of an attempt: none (the "
+        "default scheduler places each pod as it can), kueue (a Kueue plain-pod group in "
+        "queue), volcano (a Volcano PodGroup, schedulerName volcano) or coscheduling (a "
+        "scheduler-plugins PodGroup).")
+    # validate_default: the checks below also run when the field is left out.
+    queue: str | None = Field(None, min_length=1, max_length=253, validate_default=True,
+                              description="kueue: the LocalQueue of the training's namespace "
+                              "(required); volcano: the Queue (default: Volcano's default "
+                              "queue).")
+    schedule_timeout_seconds: int | None = Field(
+        None, ge=1, le=MAX_SECONDS, description="coscheduling: how long the scheduler waits "
+        "for all pods of the group before it gives up on this round.")
+
+    @field_validator("queue")
+    @classmethod
+    def _kueue_needs_a_queue(cls, queue: str | None, info: ValidationInfo) -> str | None:
+        if queue is None and info.data.get("mode") == "kueue":
+            raise ValueError(MSG_GANG_QUEUE)
+        return queue
+
+    @field_validator("schedule_timeout_seconds")
+    @classmethod
+    def _only_for_coscheduling(cls, seconds: int | None, info: ValidationInfo) -> int | None:
+        if seconds is not None and info.data.get("mode") != "coscheduling":
+            raise ValueError(MSG_GANG_TIMEOUT)
+        return seconds
+
+
 class SchedulingSpec(_Model):
+    gang: GangSpec = Field(default_factory=GangSpec, description="Gang admission: all pods "
+                           "of an attempt start together or none does.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the "
                                           "pods require.")
     tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Pod "

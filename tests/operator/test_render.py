@@ -14,6 +14,7 @@ from resnet50_operator.render import (
     parse_training,
     render_all,
     render_pod,
+    render_pod_group,
     render_service,
     trainer_args,
 )
@@ -244,6 +245,54 @@ def test_scheduling_fields_pass_through(settings):
     assert (spec["priorityClassName"], spec["schedulerName"]) == ("high", "volcano")
     assert spec["serviceAccountName"] == "trainer"
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def gang(mode, **more):
+    return training({"scheduling": {"gang": {"mode": mode, **more}}})
+
+
+def test_kueue_mode_makes_each_attempt_one_plain_pod_group_in_the_queue(settings):
+    t = gang("kueue", queue="team-a")
+    pods = [render_pod(t, i, 3, settings) for i in (0, 1)]
+    for pod in pods:
+        labels = pod["metadata"]["labels"]
+        assert labels["kueue.x-k8s.io/queue-name"] == "team-a"
+        assert labels["kueue.x-k8s.io/pod-group-name"] == "r50-attempt-3"
+        assert pod["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == "2"
+        assert "schedulerName" not in pod["spec"]  # Kueue gates; the default scheduler places
+    assert render_pod_group(t) is None  # Kueue makes the Workload itself
+
+
+def test_volcano_mode_makes_one_podgroup_for_all_gpus_and_uses_its_scheduler(settings):
+    t = training({"nodes": 2, "gpusPerNode": 8, "scheduling": {
+        "gang": {"mode": "volcano", "queue": "research"}, "priorityClassName": "high"}})
+    pod = render_pod(t, 1, 0, settings)
+    assert pod["spec"]["schedulerName"] == "volcano"
+    assert pod["metadata"]["annotations"] == {"scheduling.k8s.io/group-name": "r50"}
+    group = render_pod_group(t)
+    assert (group["apiVersion"], group["kind"]) == ("scheduling.volcano.sh/v1beta1", "PodGroup")
+    assert group["metadata"]["name"] == "r50" and group["metadata"]["namespace"] == "ml"
+    assert group["metadata"]["ownerReferences"][0]["kind"] == "ResNet50Training"
+    assert group["spec"] == {"minMember": 2, "minResources": {"nvidia.com/gpu": "16"},
+                             "queue": "research", "priorityClassName": "high"}
+
+
+def test_coscheduling_mode_labels_the_pods_into_a_podgroup_with_a_timeout(settings):
+    t = training({"scheduling": {"gang": {"mode": "coscheduling", "scheduleTimeoutSeconds": 120},
+                                 "schedulerName": "scheduler-plugins-scheduler"}})
+    pod = render_pod(t, 0, 0, settings)
+    assert pod["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "r50"
+    assert pod["spec"]["schedulerName"] == "scheduler-plugins-scheduler"
+    group = render_pod_group(t)
+    assert group["apiVersion"] == "scheduling.x-k8s.io/v1alpha1"
+    assert group["spec"] == {"minMember": 2, "minResources": {"nvidia.com/gpu": "16"},
+                             "scheduleTimeoutSeconds": 120}
+
+
+def test_without_gang_mode_nothing_is_added(settings):
+    pod = render_pod(training(), 1, 0, settings)
+    assert not any(k.startswith(("kueue.", "scheduling.")) for k in pod["metadata"]["labels"])
+    assert "annotations" not in pod["metadata"] and render_pod_group(training()) is None
 
 
 def test_security_context_is_restricted_but_lets_training_run(settings):

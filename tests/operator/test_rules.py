@@ -11,6 +11,7 @@ import datetime as dt
 import pytest
 from cases import training
 
+from resnet50_operator.gang import GangView
 from resnet50_operator.reconcile import rules
 from resnet50_operator.reconcile.decision import CreateObject, DeletePod, DeleteTraining
 from resnet50_operator.reconcile.observe import Disruption, PodView, timestamp
@@ -28,12 +29,13 @@ def pod(index, phase="Running", attempt=0, **kw):
     return PodView(name=f"r50-{index}", index=index, attempt=attempt, phase=phase, **kw)
 
 
-def apply(rule, status=None, pods=(), spec=None, service=True, progress=None, read_at=NOW):
+def apply(rule, status=None, pods=(), spec=None, service=True, progress=None, read_at=NOW,
+          gang=None):
     """(whether the rule decided, the actions as (kind, name) pairs, the new status, events);
     the progress was read at `read_at`, by default just now."""
     st = ResNet50TrainingStatus(**{"start_time": at(0), "pods_created": True, **(status or {})})
     p = rules.Pass(training(spec), st, list(pods), service, NOW, OperatorSettings(), 1,
-                   progress, read_at)
+                   progress, read_at, gang)
     decided = rule(p)
     return decided, [_action(a) for a in p.actions], p.status, [(e.type, e.reason)
                                                                  for e in p.events]
@@ -52,7 +54,7 @@ def test_the_rules_run_in_the_documented_order():
     assert [r.__name__ for r in rules.RULES] == [
         "finished", "allowed", "first_seen", "suspended", "resumed", "past_deadline",
         "old_attempt_pods", "backing_off", "ensure_service", "record_progress", "failed",
-        "succeeded", "topology_kept", "create_pods", "readiness"]
+        "succeeded", "topology_kept", "gang_ready", "create_pods", "readiness"]
 
 
 @pytest.mark.parametrize(("status", "pods", "spec", "decided", "actions"), [
@@ -355,6 +357,67 @@ def test_readiness(pods, phase, reason, events):
                          pods)
     running = next(c for c in st.conditions if c.type == "Running")
     assert (d, st.phase, running.reason, ev) == (True, phase, reason, events)
+
+
+def gang_spec(mode, **more):
+    return {"scheduling": {"gang": {"mode": mode, **more}}}
+
+
+KUEUE = gang_spec("kueue", queue="team-a")
+VOLCANO = gang_spec("volcano")
+NOT_CREATED = {"pods_created": False}
+
+
+@pytest.mark.parametrize(("status", "spec", "seen", "decided", "reason", "created"), [
+    (NOT_CREATED, {}, GangView(installed=False), False, None, []),  # mode none: not asked
+    ({"pods_created": True}, KUEUE, GangView(installed=False), False, None, []),  # running
+    (NOT_CREATED, KUEUE, GangView(installed=False), True, "GangSchedulerMissing", []),
+    (NOT_CREATED, KUEUE, GangView(queue_exists=False), True, "QueueNotFound", []),
+    (NOT_CREATED, KUEUE, GangView(), False, None, []),  # Kueue needs no object of ours
+    (NOT_CREATED, VOLCANO, GangView(installed=False, group_exists=False), True,
+     "GangSchedulerMissing", []),
+    (NOT_CREATED, VOLCANO, GangView(group_exists=False), False, None, ["r50"]),
+    (NOT_CREATED, VOLCANO, GangView(), False, None, []),  # the PodGroup of an earlier attempt
+], ids=["mode-none", "pods-created", "kueue-missing", "queue-missing", "kueue-ready",
+        "volcano-missing", "podgroup-created", "podgroup-kept"])
+def test_gang_ready(status, spec, seen, decided, reason, created):
+    d, actions, st, events = apply(rules.gang_ready, status, [], spec, gang=seen)
+    assert (d, actions) == (decided, [("create", name) for name in created])
+    if reason:
+        running = next(c for c in st.conditions if c.type == "Running")
+        assert (running.status, running.reason) == ("False", reason)
+        assert events == [("Warning", reason)]
+        again = apply(rules.gang_ready, {**status, "conditions": st.conditions}, [], spec,
+                      gang=seen)
+        assert again[3] == []  # told once
+
+
+def test_a_missing_gang_scheduler_says_which_and_is_looked_at_again_each_sweep():
+    _, _, st, _ = apply(rules.gang_ready, NOT_CREATED, [], KUEUE, gang=GangView(installed=False))
+    running = next(c for c in st.conditions if c.type == "Running")
+    assert running.message == (
+        "gang mode kueue, but Kueue is not installed: this cluster serves no "
+        "kueue.x-k8s.io/v1beta2 localqueues; install it, or set spec.scheduling.gang.mode to "
+        "another mode or none")
+    assert rules.next_wakeup(training(KUEUE), st) is not None
+
+
+@pytest.mark.parametrize(("spec", "pods", "seen", "reason", "message"), [
+    (KUEUE, [pod(0, "Pending", gates=("kueue.x-k8s.io/admission",)),
+             pod(1, "Pending", gates=("kueue.x-k8s.io/admission",))], GangView(),
+     "WaitingForAdmission", "waiting for admission in Kueue LocalQueue team-a: 2 of 2 pods "
+     "gated; none is placed until the whole group fits the queue's quota"),
+    (VOLCANO, [pod(0, "Pending"), pod(1, "Pending")],
+     GangView(unschedulable=("NotEnoughResources", "2/2 tasks in gang unschedulable: "
+                             "pod group is not ready, 2 Pending, 2 minAvailable")),
+     "NotEnoughResources", "PodGroup r50: 2/2 tasks in gang unschedulable: pod group is not "
+     "ready, 2 Pending, 2 minAvailable"),
+], ids=["kueue-gated", "volcano-podgroup"])
+def test_readiness_says_what_the_gang_scheduler_waits_for(spec, pods, seen, reason, message):
+    _, _, st, events = apply(rules.readiness, {"phase": "Pending"}, pods, spec, gang=seen)
+    running = next(c for c in st.conditions if c.type == "Running")
+    assert (st.phase, running.reason, running.message) == ("Pending", reason, message)
+    assert events == [("Warning", reason)]
 
 
 def test_readiness_fails_past_the_startup_timeout():

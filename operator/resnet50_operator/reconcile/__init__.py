@@ -8,8 +8,8 @@ One pass runs the rules of rules.RULES in their order of precedence:
   finished -> (invalid spec: reject(), before reconcile) -> not allowed by the admin's
   policy -> suspended -> deadline -> old attempt's pods still there -> restart back-off ->
   failures of the current attempt (and no progress) -> success -> a changed topology that
-  its checkpoints refuse -> create what is missing -> phase and readiness (and the startup
-  timeout).
+  its checkpoints refuse -> a gang scheduler that is missing -> create what is missing ->
+  phase and readiness (and the startup timeout).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 
 from resnet50_operator import render
+from resnet50_operator.gang import GangView
 from resnet50_operator.reconcile.decision import (
     Action,
     CreateObject,
@@ -43,6 +44,7 @@ from resnet50_operator.spec import ResNet50TrainingStatus
 
 __all__ = [
     "Action", "CreateObject", "Decision", "DeletePod", "DeleteTraining", "Event", "Failure",
+    "GangView",
     "PodView", "PodWarnings", "classify", "find_condition", "hang_deadline", "now_utc",
     "next_wakeup", "observe_pod", "parse_time", "progress_status", "reconcile", "refused",
     "reject", "root_cause", "set_condition", "timestamp",
@@ -56,15 +58,17 @@ REFUSED_SPECS = ("InvalidSpec", "NotAllowed")
 def reconcile(t: render.Training, status: ResNet50TrainingStatus, pods: list[PodView],
               service_exists: bool, now: dt.datetime, settings: OperatorSettings,
               generation: int | None = None, progress: dict[str, float] | None = None,
-              read_at: dt.datetime | None = None) -> Decision:
+              read_at: dt.datetime | None = None, gang: GangView | None = None) -> Decision:
     """`progress`: the gauges last read from the master's metrics endpoint in this attempt
     (empty if the pod answered without them), and `read_at` when: a training is judged hung
-    only on a read made after its deadline."""
+    only on a read made after its deadline. `gang`: the gang scheduler as observed (for
+    spec.scheduling.gang)."""
     rejected = find_condition(status.conditions, "Failed")
     if rejected and rejected.reason in REFUSED_SPECS and \
             generation != status.observed_generation:
         status = ResNet50TrainingStatus()  # the spec was fixed: start afresh
-    p = Pass(t, status, pods, service_exists, now, settings, generation, progress, read_at)
+    p = Pass(t, status, pods, service_exists, now, settings, generation, progress, read_at,
+             gang)
     for rule in RULES:
         if rule(p):
             break

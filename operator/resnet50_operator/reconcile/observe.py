@@ -64,6 +64,7 @@ class PodView:
     metrics_port: int | None = None  # the trainer container's port named "metrics"
     warning: tuple[str, str] | None = None  # (reason, message) of its latest Warning Event
     disruption: Disruption | None = None  # its DisruptionTarget condition, when True
+    gates: tuple[str, ...] = ()  # spec.schedulingGates: what holds it back from scheduling
 
 
 def observe_pod(pod: dict[str, Any]) -> PodView | None:
@@ -115,6 +116,8 @@ def observe_pod(pod: dict[str, Any]) -> PodView | None:
         pod_message=status.get("message", ""),
         unschedulable=unschedulable,
         disruption=disruption,
+        gates=tuple(g.get("name", "") for g in (pod.get("spec") or {}).get("schedulingGates")
+                    or []),
         ip=status.get("podIP") or "",
         metrics_port=next((port.get("containerPort") for c in (pod.get("spec") or {}).get(
             "containers") or [] for port in c.get("ports") or []

@@ -11,7 +11,8 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from resnet50_operator import policy, refusals, render
+from resnet50_operator import gang, policy, refusals, render
+from resnet50_operator.gang import GangView
 from resnet50_operator.reconcile.decision import (
     Action,
     CreateObject,
@@ -41,8 +42,9 @@ class Pass:
     def __init__(self, t: render.Training, status: ResNet50TrainingStatus, pods: list[PodView],
                  service_exists: bool, now: dt.datetime, settings: OperatorSettings,
                  generation: int | None = None, progress: dict[str, float] | None = None,
-                 read_at: dt.datetime | None = None) -> None:
+                 read_at: dt.datetime | None = None, gang: GangView | None = None) -> None:
         self.t, self.spec, self.now, self.settings = t, t.spec, now, settings
+        self.gang = gang or GangView()
         self.generation, self.service_exists, self.progress = generation, service_exists, progress
         self.read_at = read_at  # when `progress` was read: None if not in this attempt
         self.pods = pods
@@ -332,6 +334,37 @@ def topology_kept(p: Pass) -> bool:
     return True
 
 
+# Why gang_ready holds the pods back: it looks again at every sweep.
+GANG_PROBLEMS = ("GangSchedulerMissing", "QueueNotFound")
+
+
+def gang_ready(p: Pass) -> bool:
+    """Before the pods of an attempt: the gang scheduler of spec.scheduling.gang must be
+    installed (and Kueue's LocalQueue exist), or its pods would wait for ever or, worse,
+    start one by one; until then no pod, the reason in the Running condition (a Warning
+    Event when it changes), checked again every sweep. The PodGroup (volcano, coscheduling)
+    is created before the pods."""
+    if p.status.pods_created or p.spec.scheduling.gang.mode == "none":
+        return False
+    if not p.gang.installed:
+        return _hold_pods(p, "GangSchedulerMissing", gang.missing_message(p.t))
+    if not p.gang.queue_exists:
+        return _hold_pods(p, "QueueNotFound", gang.queue_missing_message(p.t))
+    if not p.gang.group_exists and (group := render.render_pod_group(p.t)):
+        p.actions.append(CreateObject(group))
+    return False
+
+
+def _hold_pods(p: Pass, reason: str, message: str) -> bool:
+    """No pod for now: the Running condition says why, a Warning Event when that changes."""
+    previous = find_condition(p.status.conditions, "Running")
+    if previous is None or (previous.reason, previous.message) != (reason, message):
+        p.events.append(Event("Warning", reason, message))
+    p.condition("Running", "False", reason, message)
+    p.nodes(0)
+    return True
+
+
 def create_pods(p: Pass) -> bool:
     """The attempt's pods that are missing (all of them, or those an interrupted pass left)."""
     if p.status.pods_created:
@@ -361,7 +394,7 @@ def readiness(p: Pass) -> bool:
                     f"{p.size} of {p.size} node(s) running")
         p.phase("Running", "Running", f"All {p.size} node(s) are running")
         return True
-    reason, message = _why_waiting(p.current, p.size, len(running))
+    reason, message = _why_waiting(p, len(running))
     timeout = p.spec.run_policy.startup_timeout_seconds
     created = parse_time(p.status.attempt_start_time)
     if timeout and created and p.now >= created + dt.timedelta(seconds=timeout):
@@ -383,10 +416,21 @@ def readiness(p: Pass) -> bool:
 _SAME_PROBLEM = {"ImagePullBackOff": "ErrImagePull"}
 
 
-def _why_waiting(current: list[PodView], total: int, running: int) -> tuple[str, str]:
-    """The most telling reason why not every node runs yet: the scheduler's, then the
-    kubelet's (a container's waiting reason such as ErrImagePull, else the pod's newest
-    Warning Event, such as FailedMount while its container is being created)."""
+def _why_waiting(p: Pass, running: int) -> tuple[str, str]:
+    """The most telling reason why not every node runs yet: the gang scheduler's (Kueue
+    holding the group for quota, Volcano's PodGroup), the scheduler's, then the kubelet's
+    (a container's waiting reason such as ErrImagePull, else the pod's newest Warning
+    Event, such as FailedMount while its container is being created)."""
+    current, total = p.current, p.size
+    gated = [pod for pod in current if gang.KUEUE_GATE in pod.gates]
+    if gated:
+        return "WaitingForAdmission", (
+            f"waiting for admission in Kueue LocalQueue {p.spec.scheduling.gang.queue}: "
+            f"{len(gated)} of {total} pods gated; none is placed until the whole group "
+            "fits the queue's quota")
+    if p.gang.unschedulable:
+        reason, message = p.gang.unschedulable
+        return reason, f"PodGroup {p.t.name}: {message}"
     for pod in current:
         if pod.unschedulable:
             return "Unschedulable", f"pod {pod.name}: {pod.unschedulable}"
@@ -420,7 +464,7 @@ def next_wakeup(t: render.Training, status: ResNet50TrainingStatus) -> dt.dateti
         times.append(created + dt.timedelta(seconds=policy.startup_timeout_seconds))
     times.append(hang_deadline(status, policy))
     waiting = find_condition(status.conditions, "Running")
-    if waiting and waiting.reason in refusals.RETRIED:  # try again now
+    if waiting and waiting.reason in (*refusals.RETRIED, *GANG_PROBLEMS):  # try again now
         times.append(parse_time(waiting.last_transition_time) or dt.datetime.min.replace(
             tzinfo=dt.timezone.utc))
     return min((w for w in times if w is not None), default=None)
@@ -441,6 +485,7 @@ RULES: tuple[Rule, ...] = (
     failed,
     succeeded,
     topology_kept,
+    gang_ready,
     create_pods,
     readiness,
 )
