@@ -8,6 +8,7 @@ mistake fails here, naming the object, rather than at the apiserver.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -37,6 +38,8 @@ NCCL_DEFAULTS = {
     "NCCL_DEBUG": "WARN",
 }
 TRAINER_UID = 1000  # the trainer image's non-root user
+HOSTNAME_LABEL = "kubernetes.io/hostname"  # every node's own name: the domain of one node
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
 
 @dataclass(frozen=True)
@@ -250,12 +253,56 @@ def init_containers(t: Training, image: str) -> list[dict[str, Any]]:
     }]
 
 
+def node_selector(t: Training) -> dict[str, str]:
+    """The user's nodeSelector plus placement.gpuProduct's GPU model (the spec refuses the
+    two when they name different models)."""
+    selector = dict(t.spec.scheduling.node_selector)
+    if product := t.spec.scheduling.placement.gpu_product:
+        selector[s.GPU_PRODUCT_LABEL] = product
+    return selector
+
+
+def placement_terms(t: Training) -> dict[str, list[dict[str, Any]]]:
+    """spec.scheduling.placement as required pod (anti-)affinity terms over this training's
+    pods, by the affinity they belong to. Required, not preferred: each pod is meant to be
+    a whole machine (two on one node would share its network and GPU links), and a pod
+    outside the domain would talk to the others over a slower part of the network.
+
+    podAffinity holds for the first pod too: when no pod matches a term yet, the scheduler
+    admits a pod that matches all its own terms (InterPodAffinity's self-affinity case),
+    on any node that has the topologyKey label; the others then follow it."""
+    own_pods = {"labelSelector": {"matchLabels": selector_labels(t)}}
+    terms: dict[str, list[dict[str, Any]]] = {}
+    if t.spec.one_pod_per_node:
+        terms["podAntiAffinity"] = [{**own_pods, "topologyKey": HOSTNAME_LABEL}]
+    if key := t.spec.scheduling.placement.topology_key:
+        terms["podAffinity"] = [{**own_pods, "topologyKey": key}]
+    return terms
+
+
+def affinity(t: Training) -> dict[str, Any] | None:
+    """The user's affinity with placement's terms appended to its required lists: both
+    hold. A section of the wrong type stays as given, for the Kubernetes client to refuse
+    with its name (InvalidSpec), rather than be silently replaced."""
+    merged = copy.deepcopy(t.spec.scheduling.affinity) or {}
+    for kind, terms in placement_terms(t).items():
+        if merged.get(kind) is None:
+            merged[kind] = {}
+        section = merged[kind]
+        if isinstance(section, dict):
+            if section.get(REQUIRED) is None:
+                section[REQUIRED] = []
+            if isinstance(section[REQUIRED], list):
+                section[REQUIRED].extend(terms)
+    return merged or None
+
+
 def scheduling(t: Training) -> dict[str, Any]:
     sched = t.spec.scheduling
     fields = {
-        "nodeSelector": sched.node_selector or None,
+        "nodeSelector": node_selector(t) or None,
         "tolerations": sched.tolerations or None,
-        "affinity": sched.affinity,
+        "affinity": affinity(t),
         "priorityClassName": sched.priority_class_name,
         "schedulerName": gang.scheduler_name(t),
     }

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError, ValidationError
 
 from resnet50_trainer.contract import OPERATOR_FLAGS, PRECISIONS, PRESET_NAMES, Flag
 
@@ -73,6 +74,12 @@ MSG_BACKOFF = "must be at least backoffSeconds, the first wait"
 MSG_GANG_QUEUE = "gang mode kueue needs queue: the name of a LocalQueue in the training's " \
     "namespace"
 MSG_GANG_TIMEOUT = "scheduleTimeoutSeconds is for gang mode coscheduling"
+MSG_GPU_PRODUCT_ON_CPU = "gpuProduct selects nodes by their GPU model: it is for GPU " \
+    "trainings (gpusPerNode above 0)"
+MSG_GPU_PRODUCT_SELECTOR = "gpuProduct differs from nodeSelector's nvidia.com/gpu.product: " \
+    "set the GPU model in one of them"
+# The node label of the GPU model, as NVIDIA's GPU feature discovery sets it.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 # Also the regular expressions of rules, in the dialect both RE2 (CEL) and Python read; no
 # backslashes, which a CEL string literal would read as its own escapes.
 OUTSIDE_VOLUME = r"^/|(^|/)[.][.](/|$)"
@@ -136,6 +143,13 @@ def validations(*rules: dict[str, str]) -> dict[str, Any]:
 
 def _count_set(*fields: str) -> str:
     return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields)
+
+
+def _refusal(where: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """A refusal of `where`, a field inside the one being validated: a rule that reads two
+    fields names the one to change, as its CEL rule's fieldPath does in the apiserver."""
+    return ValidationError.from_exception_data("ResNet50TrainingSpec", [{
+        "type": PydanticCustomError("value_error", message), "loc": where, "input": value}])
 
 
 def _positive_quantity(value: str) -> str:
@@ -326,10 +340,13 @@ class RestartPolicySpec(_Model):
 
 
 class GangSpec(_Model):
+    # has(): the apiserver also checks the section's own default, {}, before its fields'.
     model_config = ConfigDict(json_schema_extra=validations(
-        cel("self.mode != 'kueue' || has(self.queue)", MSG_GANG_QUEUE, fieldPath=".queue"),
-        cel("!has(self.scheduleTimeoutSeconds) || self.mode == 'coscheduling'",
-            MSG_GANG_TIMEOUT, fieldPath=".scheduleTimeoutSeconds")))
+        cel("!has(self.mode) || self.mode != 'kueue' || has(self.queue)", MSG_GANG_QUEUE,
+            fieldPath=".queue"),
+        cel("!has(self.scheduleTimeoutSeconds) || (has(self.mode) && "
+            "self.mode == 'coscheduling')", MSG_GANG_TIMEOUT,
+            fieldPath=".scheduleTimeoutSeconds")))
 
     mode: Literal["none", "kueue", "volcano", "coscheduling"] = Field(
         "none", description="All-or-nothing admission of the pods of an attempt: none (the "
@@ -360,7 +377,36 @@ class GangSpec(_Model):
         return seconds
 
 
+class PlacementSpec(_Model):
+    model_config = ConfigDict(json_schema_extra={
+        "description": "Where the pods go relative to each other and which GPUs they get: "
+        "required terms the operator adds to the pods' affinity and nodeSelector, after the "
+        "user's own."})
+
+    one_pod_per_node: bool | None = Field(
+        None, description="Never two pods of the training on one node (a required "
+        "podAntiAffinity on kubernetes.io/hostname). Unset: on with GPUs, where each pod is "
+        "meant to be a whole machine (two on one node would share its network and GPU "
+        "links); off on the CPU, where small trainings may share a node.")
+    # A label key: a DNS-subdomain prefix (253), '/', a name (63).
+    topology_key: str | None = Field(
+        None, min_length=1, max_length=317, description="A node label whose value all pods "
+        "share, e.g. topology.kubernetes.io/zone or network.topology.nvidia.com/block (a "
+        "required podAffinity among the training's pods on this topologyKey). The first pod "
+        "picks the domain, the others follow it; nodes without the label are never chosen.")
+    gpu_product: str | None = Field(
+        None, min_length=1, max_length=63, description="Only nodes whose "
+        f"{GPU_PRODUCT_LABEL} label (NVIDIA's GPU feature discovery) is this, e.g. "
+        "NVIDIA-H100-80GB-HBM3; GPU trainings only.")
+
+
 class SchedulingSpec(_Model):
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "!has(self.placement) || !has(self.placement.gpuProduct) || !has(self.nodeSelector) "
+        f"|| !('{GPU_PRODUCT_LABEL}' in self.nodeSelector) || "
+        f"self.nodeSelector['{GPU_PRODUCT_LABEL}'] == self.placement.gpuProduct",
+        MSG_GPU_PRODUCT_SELECTOR, fieldPath=".placement.gpuProduct")))
+
     gang: GangSpec = Field(default_factory=GangSpec, description="Gang admission: all pods "
                            "of an attempt start together or none does.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the "
@@ -371,6 +417,17 @@ class SchedulingSpec(_Model):
     priority_class_name: str | None = Field(None, description="PriorityClass of the pods.")
     scheduler_name: str | None = Field(None, description="Scheduler of the pods (e.g. a gang "
                                        "scheduler).")
+    # After node_selector, which its check reads.
+    placement: PlacementSpec = Field(default_factory=PlacementSpec, description="One pod per "
+                                     "node, one topology domain, the GPU model.")
+
+    @field_validator("placement")
+    @classmethod
+    def _one_gpu_model(cls, placement: PlacementSpec, info: ValidationInfo) -> PlacementSpec:
+        given = (info.data.get("node_selector") or {}).get(GPU_PRODUCT_LABEL)
+        if placement.gpu_product and given is not None and given != placement.gpu_product:
+            raise _refusal(("gpuProduct",), MSG_GPU_PRODUCT_SELECTOR, placement.gpu_product)
+        return placement
 
 
 class RunPolicySpec(_Model):
@@ -442,9 +499,12 @@ class LocalObjectReference(_Model):
 class ResNet50TrainingSpec(_Model):
     """What users write under .spec."""
 
-    model_config = ConfigDict(json_schema_extra=validations(cel(
-        "self.gpusPerNode == 0 || self.processesPerNode == 1", MSG_PROCESSES,
-        fieldPath=".processesPerNode")))
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel("self.gpusPerNode == 0 || self.processesPerNode == 1", MSG_PROCESSES,
+            fieldPath=".processesPerNode"),
+        cel("self.gpusPerNode > 0 || !has(self.scheduling) || !has(self.scheduling.placement) "
+            "|| !has(self.scheduling.placement.gpuProduct)", MSG_GPU_PRODUCT_ON_CPU,
+            fieldPath=".scheduling.placement.gpuProduct")))
 
     image: ImageReference | None = Field(None, description="Trainer image; default: the "
                                          "operator's configured trainer image.")
@@ -489,6 +549,15 @@ class ResNet50TrainingSpec(_Model):
             raise ValueError(MSG_PROCESSES)
         return processes
 
+    @field_validator("scheduling")
+    @classmethod
+    def _gpu_product_needs_gpus(cls, scheduling: SchedulingSpec,
+                                info: ValidationInfo) -> SchedulingSpec:
+        product = scheduling.placement.gpu_product
+        if product and info.data.get("gpus_per_node") == 0:
+            raise _refusal(("placement", "gpuProduct"), MSG_GPU_PRODUCT_ON_CPU, product)
+        return scheduling
+
     @field_validator("env")
     @classmethod
     def _unique_env(cls, env: list[EnvVar]) -> list[EnvVar]:
@@ -505,6 +574,13 @@ class ResNet50TrainingSpec(_Model):
     @property
     def world_size(self) -> int:
         return self.nodes * self.processes
+
+    @property
+    def one_pod_per_node(self) -> bool:
+        """spec.scheduling.placement.onePodPerNode, or its default: on with GPUs, off for
+        CPU trainings, whose demos and tests put two pods on one node."""
+        given = self.scheduling.placement.one_pod_per_node
+        return self.gpus_per_node > 0 if given is None else given
 
 
 # The printer columns and the status schema ---------------------------------------------

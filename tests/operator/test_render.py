@@ -247,6 +247,111 @@ def test_scheduling_fields_pass_through(settings):
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]
 
 
+CPU = {"gpusPerNode": 0, "dataset": {"synthetic": True}}
+H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+def placed(placement, **spec):
+    return training({"scheduling": {"placement": placement}, **spec})
+
+
+def required(pod, kind):
+    """The required terms of one kind of the pod's affinity (podAffinity, podAntiAffinity)."""
+    affinity = pod["spec"].get("affinity", {})
+    return affinity.get(kind, {}).get("requiredDuringSchedulingIgnoredDuringExecution", [])
+
+
+def own_pods(topology_key):
+    return {"labelSelector": {"matchLabels": {TRAINING_LABEL: "r50"}},
+            "topologyKey": topology_key}
+
+
+@pytest.mark.parametrize(
+    ("spec", "one_per_node"),
+    [
+        pytest.param({}, True, id="gpu-default-on"),
+        pytest.param(CPU, False, id="cpu-default-off"),
+        pytest.param({"scheduling": {"placement": {"onePodPerNode": False}}}, False,
+                     id="gpu-turned-off"),
+        pytest.param({**CPU, "scheduling": {"placement": {"onePodPerNode": True}}}, True,
+                     id="cpu-turned-on"),
+    ],
+)
+def test_one_pod_per_node_is_a_required_anti_affinity_among_the_trainings_pods(
+        spec, one_per_node, settings):
+    """CPU trainings share nodes by default: the demos and tests put 2 pods on one node."""
+    pod = render_pod(training(spec), 1, 0, settings)
+    expected = [own_pods("kubernetes.io/hostname")] if one_per_node else []
+    assert required(pod, "podAntiAffinity") == expected
+    assert required(pod, "podAffinity") == []
+    if not one_per_node:
+        assert "affinity" not in pod["spec"]
+
+
+def test_a_topology_key_keeps_every_pod_in_the_first_pods_domain(settings):
+    pod = render_pod(placed({"topologyKey": "network.topology.nvidia.com/block"}), 0, 0,
+                     settings)
+    (term,) = required(pod, "podAffinity")
+    assert term == own_pods("network.topology.nvidia.com/block")
+    # The first pod has no peer to follow: the scheduler admits it because it matches its
+    # own term (namespace and labels), on any node with the label.
+    assert term["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert "namespaces" not in term and "namespaceSelector" not in term  # its own namespace
+
+
+def test_a_gpu_product_selects_the_nodes_by_their_gpu_feature_discovery_label(settings):
+    pod = render_pod(placed({"gpuProduct": H100}), 0, 0, settings)
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": H100}
+
+
+def test_placement_is_merged_with_the_users_own_affinity_and_node_selector(settings):
+    user_anti = {"labelSelector": {"matchLabels": {"team": "b"}},
+                 "topologyKey": "kubernetes.io/hostname"}
+    user_affinity = {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "pool", "operator": "In", "values": ["training"]}]}]}},
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [user_anti]},
+        "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "podAffinityTerm": own_pods("topology.kubernetes.io/zone")}]},
+    }
+    t = training({"scheduling": {
+        "nodeSelector": {"pool": "training", "nvidia.com/gpu.product": H100},
+        "affinity": user_affinity,
+        "placement": {"topologyKey": "network.topology.nvidia.com/block", "gpuProduct": H100}}})
+    pod = render_pod(t, 0, 0, settings)
+    affinity = pod["spec"]["affinity"]
+    assert affinity["nodeAffinity"] == user_affinity["nodeAffinity"]
+    assert required(pod, "podAntiAffinity") == [user_anti, own_pods("kubernetes.io/hostname")]
+    assert required(pod, "podAffinity") == [own_pods("network.topology.nvidia.com/block")]
+    assert affinity["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] == \
+        user_affinity["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert pod["spec"]["nodeSelector"] == {"pool": "training", "nvidia.com/gpu.product": H100}
+    # The spec is not changed by rendering: the next pod gets the terms once.
+    assert required(render_pod(t, 1, 0, settings), "podAntiAffinity") == \
+        required(pod, "podAntiAffinity")
+    assert t.spec.scheduling.affinity == user_affinity
+
+
+@pytest.mark.parametrize("malformed", [{"podAntiAffinity": "apart"},
+                                       {"podAntiAffinity": {
+                                           "requiredDuringSchedulingIgnoredDuringExecution": {}}}])
+def test_a_malformed_affinity_is_left_for_the_kubernetes_client_to_refuse(malformed, settings):
+    pod = render_pod(training({"scheduling": {"affinity": malformed}}), 0, 0, settings)
+    assert pod["spec"]["affinity"] == malformed
+
+
+@pytest.mark.parametrize("placement", [
+    {"topologyKey": "network.topology.nvidia.com/block", "gpuProduct": H100},
+    {"onePodPerNode": False, "topologyKey": "topology.kubernetes.io/zone"},
+])
+def test_placed_pods_are_valid_against_the_kubernetes_schemas(placement, settings):
+    t = training({"scheduling": {"placement": placement, "affinity": {"podAntiAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": []}}}})
+    for obj in render_all(t, attempt=0, settings=settings):
+        kubernetes_validate.validate(obj, K8S, strict=True)
+
+
 def gang(mode, **more):
     return training({"scheduling": {"gang": {"mode": mode, **more}}})
 
