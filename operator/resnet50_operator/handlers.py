@@ -41,7 +41,7 @@ import pydantic
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from resnet50_operator import gang, reconcile, refusals, render
+from resnet50_operator import gang, overrides, reconcile, refusals, render
 from resnet50_operator.settings import OperatorSettings
 from resnet50_operator.spec import GROUP, KIND, PLURAL, VERSION, ResNet50TrainingStatus
 from resnet50_trainer import contract
@@ -450,14 +450,22 @@ def _create(memo: kopf.Memo, decision: reconcile.Decision, body: dict[str, Any]
             ) -> refusals.Refusal | None:
     """Create the decided objects, stopping at the first the apiserver refuses: why it did."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    template = (body.get("spec") or {}).get("podTemplate")
+    dry_run = template is not None  # its first pod: nothing is created if it is invalid
     for action in decision.actions:
         if not isinstance(action, reconcile.CreateObject):
             continue
         kind, object_name = action.body["kind"], action.body["metadata"]["name"]
         try:
+            if dry_run and kind == "Pod":
+                dry_run = False
+                memo.core.create_namespaced_pod(namespace, action.body, dry_run="All")
             _create_object(memo, namespace, action.body)
         except ApiException as exc:
-            refusal = refusals.explain(exc.status, _api_message(exc), kind, object_name,
+            message = _api_message(exc)
+            if kind == "Pod":  # a field spec.podTemplate gave, named as the user wrote it
+                message = overrides.in_spec_names(message, action.body, template)
+            refusal = refusals.explain(exc.status, message, kind, object_name,
                                        namespace, _position(action, decision))
         except pydantic.ValidationError as exc:
             refusal = refusals.invalid_locally(kind, object_name, exc.errors())

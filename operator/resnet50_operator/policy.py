@@ -28,7 +28,8 @@ IMAGE_SEPARATORS = "/:@"
 def violations(spec: ResNet50TrainingSpec, settings: OperatorSettings) -> list[str]:
     """Why the operator may not create this training's pods; empty: it may."""
     return [*_image(spec, settings), *_size(spec, settings), *_host_paths(spec, settings),
-            *_secret_env(spec, settings), *_tolerations(spec, settings)]
+            *_secret_env(spec, settings), *_tolerations(spec, settings),
+            *_pod_template(spec, settings)]
 
 
 def setting(name: str, value: Any) -> str:
@@ -144,6 +145,59 @@ def _tolerations(spec: ResNet50TrainingSpec, settings: OperatorSettings) -> list
                        f"{json.dumps(toleration, separators=(', ', ': '))} {why}, which "
                        f"trainings may not ({setting('allow_broad_tolerations', False)})")
     return out
+
+
+# ------------------------------------------------------------------ spec.podTemplate
+
+_TEMPLATE = "spec.podTemplate.spec"
+
+
+def _pod_template(spec: ResNet50TrainingSpec, settings: OperatorSettings) -> list[str]:
+    """What the template adds is held to the same policy as the spec's own fields: the
+    images of its containers, its hostPath volumes, Secrets; and the host's network and
+    capabilities, which only the admin may allow."""
+    pod = (spec.pod_template.spec if spec.pod_template else None) or {}
+    out = []
+    own = repository(settings.trainer_image)
+    images = setting("allowed_image_prefixes", settings.allowed_image_prefixes)
+    host_paths = setting("allowed_host_path_prefixes", settings.allowed_host_path_prefixes)
+    for kind in ("containers", "initContainers"):
+        for c in pod.get(kind) or []:
+            image = c.get("image")
+            if image and not image_allowed(image, [own, *settings.allowed_image_prefixes]):
+                out.append(f"{_TEMPLATE}.{kind}[{c.get('name')}].image {image} is outside "
+                           f"the trainer image's repository {own} and every allowed image "
+                           f"prefix ({images})")
+            if not settings.allow_secret_env and _reads_secrets(c):
+                out.append(f"{_TEMPLATE}.{kind}[{c.get('name')}] reads a Secret, which "
+                           f"trainings may not ({setting('allow_secret_env', False)})")
+    for volume in pod.get("volumes") or []:
+        field = f"{_TEMPLATE}.volumes[{volume.get('name')}]"
+        if (path := (volume.get("hostPath") or {}).get("path")) is not None and not any(
+                under_prefix(path, p) for p in settings.allowed_host_path_prefixes):
+            out.append(f"{field}.hostPath.path {path} is not under an allowed hostPath prefix "
+                       f"({host_paths})")
+        if "secret" in volume and not settings.allow_secret_env:
+            out.append(f"{field} mounts a Secret, which trainings may not "
+                       f"({setting('allow_secret_env', False)})")
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(field) and (field != "hostNetwork" or not settings.allow_host_network):
+            out.append(f"{_TEMPLATE}.{field} shares the node's namespace with the pods, which "
+                       "trainings may not" + (f" ({setting('allow_host_network', False)})"
+                                              if field == "hostNetwork" else ""))
+    trainer = next((c for c in pod.get("containers") or [] if c.get("name") == "trainer"), {})
+    added = ((trainer.get("securityContext") or {}).get("capabilities") or {}).get("add") or []
+    for capability in added:
+        if capability not in settings.allowed_capabilities:
+            out.append(f"{_TEMPLATE}.containers[trainer].securityContext.capabilities.add "
+                       f"{capability} is not an allowed capability "
+                       f"({setting('allowed_capabilities', settings.allowed_capabilities)})")
+    return out
+
+
+def _reads_secrets(container: dict[str, Any]) -> bool:
+    return any("secretRef" in source for source in container.get("envFrom") or []) or any(
+        "secretKeyRef" in (env.get("valueFrom") or {}) for env in container.get("env") or [])
 
 
 def _size(spec: ResNet50TrainingSpec, settings: OperatorSettings) -> list[str]:

@@ -9,6 +9,7 @@ mistake fails here, naming the object, rather than at the apiserver.
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -17,7 +18,7 @@ import jinja2
 import pydantic
 import yaml
 
-from resnet50_operator import gang
+from resnet50_operator import gang, overrides
 from resnet50_operator import spec as s
 from resnet50_operator.settings import OperatorSettings
 from resnet50_trainer.contract import EXIT_ACCESS, Flag
@@ -113,7 +114,8 @@ def trainer_args(t: Training, settings: OperatorSettings) -> list[str]:
     """resnet50-train options; the launch topology comes from the PET_* environment."""
     spec, opts = t.spec, t.spec.training
     # Rank 0 publishes its progress and leaves its final figures as termination message.
-    args = [Flag.METRICS_PORT, str(settings.metrics_port), Flag.TERMINATION_LOG, TERMINATION_LOG]
+    args = [Flag.METRICS_PORT, str(ports(t, settings).metrics), Flag.TERMINATION_LOG,
+            TERMINATION_LOG]
     if opts.preset:
         args += [Flag.PRESET, opts.preset]
     if spec.dataset.synthetic:
@@ -154,7 +156,7 @@ def _join(root: str, sub: str) -> str:
 
 def environment(t: Training, index: int, settings: OperatorSettings) -> list[dict[str, Any]]:
     """PyTorchJob-style rendezvous variables, NCCL defaults, then the user's spec.env."""
-    port = str(settings.rendezvous_port)
+    port = str(ports(t, settings).rendezvous)
     rendezvous = {
         "MASTER_ADDR": t.master_addr,
         "MASTER_PORT": port,
@@ -318,13 +320,33 @@ def container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
+@dataclass(frozen=True)
+class Ports:
+    rendezvous: int
+    metrics: int
+
+
+HOST_PORTS = range(20000, 30000, 2)  # pairs: rendezvous, metrics
+
+
+def ports(t: Training, settings: OperatorSettings) -> Ports:
+    """The operator's ports; on the host network (spec.podTemplate hostNetwork) a pair
+    chosen from the training's uid, stable across attempts: pods of trainings sharing a
+    node then share its ports, and two trainings on the same pair (a chance of one in
+    5000) would refuse each other's rendezvous, which onePodPerNode makes rarer still."""
+    if not t.spec.host_network:
+        return Ports(settings.rendezvous_port, settings.metrics_port)
+    base = HOST_PORTS[int(hashlib.sha256(t.uid.encode()).hexdigest(), 16) % len(HOST_PORTS)]
+    return Ports(base, base + 1)
+
+
 def pod_annotations(t: Training, index: int, settings: OperatorSettings) -> dict[str, str]:
     """The gang scheduler's, and for a Prometheus that discovers pods by annotation, where
     rank 0 (global rank 0 runs in the first pod) serves the progress."""
     out = gang.pod_annotations(t, t.spec.nodes)
     if index == 0:
         out.update({"prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(settings.metrics_port)})
+                    "prometheus.io/port": str(ports(t, settings).metrics)})
     return out
 
 
@@ -339,9 +361,9 @@ def pod_values(t: Training, index: int, attempt: int, settings: OperatorSettings
         "annotations": pod_annotations(t, index, settings),
         "owner": owner_reference(t),
         "args": trainer_args(t, settings),
-        "metrics_port": settings.metrics_port,
+        "metrics_port": ports(t, settings).metrics,
         "env": environment(t, index, settings),
-        "rendezvous_port": settings.rendezvous_port,
+        "rendezvous_port": ports(t, settings).rendezvous,
         "volumes": vols,
         "mounts": mounts,
         "resources": resources(t),
@@ -380,7 +402,13 @@ def _emit(template: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_pod(t: Training, index: int, attempt: int, settings: OperatorSettings) -> dict:
-    return _emit("pod.yaml.j2", pod_values(t, index, attempt, settings))
+    """The pod, with spec.podTemplate merged in (overrides.py)."""
+    pod = _emit("pod.yaml.j2", pod_values(t, index, attempt, settings))
+    template = t.spec.pod_template
+    pod = overrides.apply(pod, template and template.model_dump(by_alias=True))
+    if t.spec.host_network:  # the pod names of the rendezvous resolve through cluster DNS
+        pod["spec"].setdefault("dnsPolicy", "ClusterFirstWithHostNet")
+    return pod
 
 
 def render_pod_group(t: Training) -> dict[str, Any] | None:
@@ -395,7 +423,7 @@ def render_service(t: Training, settings: OperatorSettings) -> dict[str, Any]:
         "labels": labels(t),
         "owner": owner_reference(t),
         "selector": selector_labels(t),
-        "rendezvous_port": settings.rendezvous_port,
+        "rendezvous_port": ports(t, settings).rendezvous,
     })
 
 

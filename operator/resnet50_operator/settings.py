@@ -45,6 +45,12 @@ class OperatorSettings(BaseModel):
     allow_broad_tolerations: bool = Field(False, description="Whether a toleration may "
                                           "tolerate every taint, or a control-plane or "
                                           "cordoned node's.")
+    allow_host_network: bool = Field(False, description="Whether spec.podTemplate may put "
+                                     "the pods in the node's network namespace "
+                                     "(hostNetwork), as some RDMA networks need.")
+    allowed_capabilities: list[str] = Field([], description="Linux capabilities that "
+                                            "spec.podTemplate may add to the trainer "
+                                            "(IPC_LOCK for RDMA); empty: none.")
     max_nodes: int = Field(64, ge=1, description="Most pods (spec.nodes) of one training.")
     max_gpus_per_training: int = Field(512, ge=0, description="Most GPUs (nodes x "
                                        "gpusPerNode) of one training.")

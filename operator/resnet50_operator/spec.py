@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError, ValidationError
 
+from resnet50_operator import overrides
 from resnet50_trainer.contract import OPERATOR_FLAGS, PRECISIONS, PRESET_NAMES, Flag
 
 GROUP = "resnet50.dev"
@@ -461,6 +462,25 @@ class RunPolicySpec(_Model):
         "change.")
 
 
+class PodTemplateMetadata(_Model):
+    labels: dict[str, str] = Field(default_factory=dict, description="Added to the pods' "
+                                   "labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Added to the pods' "
+                                        "annotations (e.g. k8s.v1.cni.cncf.io/networks).")
+
+
+class PodTemplate(_Model):
+    metadata: PodTemplateMetadata = Field(default_factory=PodTemplateMetadata,
+                                          description="Labels and annotations of the pods.")
+    spec: dict[str, Any] = Field(
+        default_factory=dict, description="core/v1 PodSpec fields added to the pods: "
+        "hostNetwork, dnsPolicy, runtimeClassName, ...; volumes, initContainers and "
+        "containers (sidecars) are appended, and a container named trainer is merged into "
+        "the trainer: its extra resources (rdma/..., nvidia.com/hostdev), volumeMounts and "
+        "securityContext.capabilities.add. What the operator or another spec field sets is "
+        "refused, naming that field.")
+
+
 class EnvVar(_Model):
     model_config = ConfigDict(json_schema_extra=validations(
         cel(f"!(self.name in {list(OPERATOR_ENV)})", "a variable of the rendezvous is set by "
@@ -541,6 +561,9 @@ class ResNet50TrainingSpec(_Model):
     run_policy: RunPolicySpec = Field(default_factory=RunPolicySpec,
                                       description="Deadline, clean-up, suspension and the "
                                       "pods' grace period.")
+    pod_template: PodTemplate | None = Field(None, description="Additions to the pods (a "
+                                             "core/v1 PodTemplateSpec): a fast network's "
+                                             "devices and annotations, sidecars, volumes.")
 
     @field_validator("processes_per_node")
     @classmethod
@@ -557,6 +580,25 @@ class ResNet50TrainingSpec(_Model):
         if product and info.data.get("gpus_per_node") == 0:
             raise _refusal(("placement", "gpuProduct"), MSG_GPU_PRODUCT_ON_CPU, product)
         return scheduling
+
+    @field_validator("pod_template")
+    @classmethod
+    def _nothing_the_operator_sets(cls, template: PodTemplate | None,
+                                   info: ValidationInfo) -> PodTemplate | None:
+        if template is None:
+            return None
+        gpu = info.data.get("gpu_resource_name") or "nvidia.com/gpu"
+        given = template.model_dump(by_alias=True)
+        found = overrides.problems(given, gpu)
+        if found:
+            raise ValidationError.from_exception_data("ResNet50TrainingSpec", [
+                {"type": PydanticCustomError("value_error", p.why), "loc": (p.field,),
+                 "input": given} for p in found])
+        return template
+
+    @property
+    def host_network(self) -> bool:
+        return bool(self.pod_template and self.pod_template.spec.get("hostNetwork"))
 
     @field_validator("env")
     @classmethod

@@ -84,6 +84,36 @@ CASES = [
         {"key": "node.kubernetes.io/unschedulable", "operator": "Exists"}]}},
         {"allow_broad_tolerations": True}, "spec.scheduling.tolerations[0]",
         id="toleration-cordoned"),
+    pytest.param({"podTemplate": {"spec": {"containers": [
+        {"name": "miner", "image": "evil.example.com/miner:1"}]}}},
+        {"allowed_image_prefixes": ["evil.example.com/"]},
+        "spec.podTemplate.spec.containers[miner].image evil.example.com/miner:1 is outside "
+        "the trainer image's repository resnet50-operator/trainer and every allowed image "
+        "prefix (operator setting RESNET50_OPERATOR_ALLOWED_IMAGE_PREFIXES: none allowed)",
+        id="sidecar-image"),
+    pytest.param({"podTemplate": {"spec": {"initContainers": [
+        {"name": "warm", "image": "resnet50-operator/trainer:2", "envFrom": [
+            {"secretRef": {"name": "db"}}]}]}}}, {"allow_secret_env": True},
+        "spec.podTemplate.spec.initContainers[warm] reads a Secret, which trainings may not "
+        "(operator setting RESNET50_OPERATOR_ALLOW_SECRET_ENV: false)", id="sidecar-secret"),
+    pytest.param({"podTemplate": {"spec": {"volumes": [
+        {"name": "node", "hostPath": {"path": "/var/run"}}]}}},
+        {"allowed_host_path_prefixes": ["/var/run"]},
+        "spec.podTemplate.spec.volumes[node].hostPath.path /var/run is not under an allowed "
+        "hostPath prefix", id="template-hostPath"),
+    pytest.param({"podTemplate": {"spec": {"volumes": [
+        {"name": "keys", "secret": {"secretName": "keys"}}]}}}, {"allow_secret_env": True},
+        "spec.podTemplate.spec.volumes[keys] mounts a Secret", id="template-secret-volume"),
+    pytest.param({"podTemplate": {"spec": {"hostNetwork": True}}}, {"allow_host_network": True},
+                 "spec.podTemplate.spec.hostNetwork shares the node's namespace with the pods, "
+                 "which trainings may not (operator setting "
+                 "RESNET50_OPERATOR_ALLOW_HOST_NETWORK: false)", id="host-network"),
+    pytest.param({"podTemplate": {"spec": {"containers": [{"name": "trainer",
+        "securityContext": {"capabilities": {"add": ["IPC_LOCK"]}}}]}}},
+        {"allowed_capabilities": ["IPC_LOCK"]},
+        "spec.podTemplate.spec.containers[trainer].securityContext.capabilities.add IPC_LOCK "
+        "is not an allowed capability (operator setting "
+        "RESNET50_OPERATOR_ALLOWED_CAPABILITIES: none allowed)", id="capability"),
     pytest.param({"nodes": 1024, "gpusPerNode": 0}, {"max_nodes": 1024},
                  "spec.nodes 1024 is more pods than a training may have (operator setting "
                  "RESNET50_OPERATOR_MAX_NODES: 64)", id="nodes"),
@@ -109,6 +139,14 @@ def test_every_violation_is_reported_together():
     assert fields == ["spec.image", "spec.nodes", "spec.nodes", "spec.dataset.hostPath.path",
                       "spec.checkpoint.hostPath.path", "spec.env[0].valueFrom.secretKeyRef",
                       "spec.scheduling.tolerations[0]"]
+
+
+def test_the_host_pid_and_ipc_namespaces_are_never_given():
+    for field in ("hostPID", "hostIPC"):
+        (refused,) = violations(spec(podTemplate={"spec": {field: True}}),
+                                allow_host_network=True)
+        assert refused == (f"spec.podTemplate.spec.{field} shares the node's namespace with "
+                           "the pods, which trainings may not")
 
 
 def test_the_limits_are_inclusive():

@@ -400,6 +400,52 @@ def test_without_gang_mode_nothing_is_added(settings):
     assert "annotations" not in pod["metadata"] and render_pod_group(training()) is None
 
 
+def test_a_pod_template_is_merged_and_its_pods_validate(settings):
+    t = training({"podTemplate": {
+        "metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": "ib-sriov"}},
+        "spec": {"runtimeClassName": "nvidia", "containers": [
+            {"name": "trainer", "resources": {"limits": {"rdma/hca": "1"}}},
+            {"name": "log-shipper", "image": "registry.example.com/shipper:1"}]}}})
+    pod = render_pod(t, 0, 0, settings)
+    assert pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] == "ib-sriov"
+    assert pod["spec"]["runtimeClassName"] == "nvidia"
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["trainer", "log-shipper"]
+    assert container(pod)["resources"]["limits"] == {"nvidia.com/gpu": "8", "rdma/hca": "1"}
+    kubernetes_validate.validate(pod, K8S, strict=True)
+
+
+def test_on_the_host_network_each_training_gets_its_own_ports_and_cluster_dns(settings):
+    host = {"podTemplate": {"spec": {"hostNetwork": True}}}
+    a, b = (parse_training({"metadata": {"name": "r50", "namespace": "ml", "uid": uid},
+                            "spec": {**training().spec.model_dump(by_alias=True,
+                                                                  exclude_none=True), **host}})
+            for uid in ("uid-a", "uid-b"))
+    pods = [render_pod(t, 0, attempt, settings) for t in (a, b) for attempt in (0, 1)]
+    ports = [{p["name"]: p["containerPort"] for p in container(pod)["ports"]} for pod in pods]
+    assert ports[0] == ports[1] and ports[0] != ports[2]  # stable per training
+    assert ports[0]["metrics"] == ports[0]["rendezvous"] + 1
+    assert 20000 <= ports[0]["rendezvous"] < 30000
+    assert env_of(pods[0])["MASTER_PORT"] == str(ports[0]["rendezvous"])
+    args = container(pods[0])["args"]
+    assert args[args.index("--metrics-port") + 1] == str(ports[0]["metrics"])
+    assert pods[0]["spec"]["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert render_service(a, settings)["spec"]["ports"][0]["port"] == ports[0]["rendezvous"]
+    plain = render_pod(training(), 0, 0, settings)
+    assert {p["containerPort"] for p in container(plain)["ports"]} == {
+        settings.rendezvous_port, settings.metrics_port}
+    assert "dnsPolicy" not in plain["spec"]
+
+
+def test_a_pod_template_that_overrides_the_operator_is_refused_naming_the_fields():
+    with pytest.raises(ValueError) as refused:
+        training({"podTemplate": {"spec": {"restartPolicy": "Always", "containers": [
+            {"name": "trainer", "command": ["bash"]}]}}})
+    assert str(refused.value) == (
+        "spec.podTemplate.spec.restartPolicy: set by the operator (restarts are of the whole "
+        "group, from checkpoints); spec.podTemplate.spec.containers[trainer].command: set by "
+        "the operator (resnet50-train)")
+
+
 def test_security_context_is_restricted_but_lets_training_run(settings):
     pod = render_pod(training(), 0, 0, settings)
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
