@@ -2,6 +2,7 @@
 
   controlplane start|stop|kubeconfig|check|bin-dir ...   the control plane (controlplane.py)
   nodes --kubeconfig KUBECONFIG --workdir DIR ...         simulated GPU nodes (nodesim.py)
+  kueue check|run --kubeconfig KUBECONFIG ...             Kueue's manager (kueue.py)
   binary-image --binary PATH --name IMAGE:TAG ...         a one-binary image (binary_image.py)
 
 `python -m devcluster COMMAND --help` tells a command's options.
@@ -15,11 +16,14 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     command, rest = (args[0], args[1:]) if args else ("", [])
-    # Imported on demand: nodesim needs the kubernetes client, the others only the stdlib.
+    # Imported on demand: nodesim and kueue need the kubernetes client, the others only
+    # the stdlib.
     if command == "controlplane":
         from devcluster.controlplane import main as run
     elif command == "nodes":
         from devcluster.nodesim import main as run
+    elif command == "kueue":
+        from devcluster.kueue import main as run
     elif command == "binary-image":
         from devcluster.binary_image import main as run
     else:
