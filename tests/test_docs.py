@@ -447,7 +447,7 @@ KUBERNETES_REASONS = {
     "FailedMount",  # a pod's Warning Event
     # a pod's DisruptionTarget condition (Kueue's too)
     "EvictionByEvictionAPI", "PreemptionByScheduler", "DeletionByTaintManager",
-    "DeletionByPodGC", "TerminationByKubelet", "WorkloadEvicted",
+    "DeletionByPodGC", "TerminationByKubelet", "WorkloadEvictedDueToPreempted",
     "NotEnoughResources",  # a Volcano PodGroup's Unschedulable condition
 }
 

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
 KUEUE_GROUP_SIZE_ANNOTATION = "kueue.x-k8s.io/pod-group-total-count"
+# The operator, not Kueue, replaces the pods of a group: an evicted or failed group is
+# finished and its quota released, and the next attempt queues as a new group. (A group
+# Kueue retries would stay queued and, readmitted, hold the quota with no pods.)
+KUEUE_RETRIABLE_ANNOTATION = "kueue.x-k8s.io/retriable-in-group"
 KUEUE_GATE = "kueue.x-k8s.io/admission"
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 VOLCANO_SCHEDULER = "volcano"
@@ -51,6 +55,7 @@ class GangApi:
 
 APIS = {
     "kueue": GangApi("Kueue", "kueue.x-k8s.io", "v1beta2", "localqueues", "LocalQueue"),
+    "kueue-workload": GangApi("Kueue", "kueue.x-k8s.io", "v1beta2", "workloads", "Workload"),
     "volcano": GangApi("Volcano", "scheduling.volcano.sh", "v1beta1", "podgroups", "PodGroup"),
     "coscheduling": GangApi("the coscheduling plugin (scheduler-plugins)", "scheduling.x-k8s.io",
                             "v1alpha1", "podgroups", "PodGroup"),
@@ -62,8 +67,9 @@ def mode(t: Training) -> str:
 
 
 def kueue_group_name(t: Training, attempt: int) -> str:
-    """One Kueue workload per attempt: the pods of a new attempt are a new group, queued
-    again, while the old one's workload ends with its pods."""
+    """One Kueue workload per attempt (Kueue names the Workload after the group): the pods
+    of a new attempt are a new group, queued again, while the old one's workload ends with
+    its pods."""
     return f"{t.name}-attempt-{attempt}"
 
 
@@ -80,7 +86,7 @@ def pod_labels(t: Training, attempt: int) -> dict[str, str]:
 def pod_annotations(t: Training, size: int) -> dict[str, str]:
     """`size`: the pods of the attempt."""
     if mode(t) == "kueue":
-        return {KUEUE_GROUP_SIZE_ANNOTATION: str(size)}
+        return {KUEUE_GROUP_SIZE_ANNOTATION: str(size), KUEUE_RETRIABLE_ANNOTATION: "false"}
     if mode(t) == "volcano":
         return {VOLCANO_GROUP_ANNOTATION: t.name}
     return {}
@@ -128,12 +134,24 @@ def pod_group(t: Training, size: int, owner: dict[str, Any]) -> dict[str, Any] |
 class GangView:
     """What reconcile knows of the gang scheduler, read before the pods are created and
     while they wait: whether its API is served, whether the queue (kueue) or the PodGroup
-    exists, and the PodGroup's own reason why it cannot be scheduled (volcano)."""
+    exists, the PodGroup's own reason why it cannot be scheduled (volcano), and why Kueue
+    has not admitted the attempt's Workload."""
 
     installed: bool = True
     queue_exists: bool = True
     group_exists: bool = True
     unschedulable: tuple[str, str] | None = None  # (reason, message)
+    pending: str = ""  # Kueue's message, e.g. "insufficient unused quota for nvidia.com/gpu"
+
+
+def kueue_pending(workload: dict[str, Any]) -> str:
+    """Why Kueue has not reserved quota for a Workload: its QuotaReserved condition's
+    message while False ("couldn't assign flavors to pod set ...: insufficient unused quota
+    for nvidia.com/gpu in flavor default-flavor, 16 more needed")."""
+    for cond in (workload.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "QuotaReserved" and cond.get("status") == "False":
+            return cond.get("message", "")
+    return ""
 
 
 def unschedulable(group: dict[str, Any]) -> tuple[str, str] | None:

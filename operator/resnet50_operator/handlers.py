@@ -306,6 +306,10 @@ def _observe_gang(memo: kopf.Memo, t: render.Training, status: ResNet50TrainingS
         return None
     api = gang.APIS[mode]
     name = t.spec.scheduling.gang.queue if mode == "kueue" else t.name
+    if mode == "kueue" and status.pods_created:  # why Kueue holds the attempt's group
+        return reconcile.GangView(pending=gang.kueue_pending(_get_or_empty(
+            memo, gang.APIS["kueue-workload"], t.namespace,
+            gang.kueue_group_name(t, status.attempt))))
     try:
         found = memo.custom.get_namespaced_custom_object(api.group, api.version, t.namespace,
                                                          api.plural, name)
@@ -316,6 +320,17 @@ def _observe_gang(memo: kopf.Memo, t: render.Training, status: ResNet50TrainingS
         return reconcile.GangView(installed=installed, queue_exists=mode != "kueue",
                                   group_exists=mode == "kueue")
     return reconcile.GangView(unschedulable=gang.unschedulable(found))
+
+
+def _get_or_empty(memo: kopf.Memo, api: gang.GangApi, namespace: str,
+                  name: str) -> dict[str, Any]:
+    try:
+        return memo.custom.get_namespaced_custom_object(api.group, api.version, namespace,
+                                                        api.plural, name)
+    except ApiException as exc:
+        if exc.status in (403, 404):  # not there (yet), or RBAC without workloads
+            return {}
+        raise
 
 
 def _serves(memo: kopf.Memo, api: gang.GangApi) -> bool:

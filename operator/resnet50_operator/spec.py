@@ -587,7 +587,7 @@ class ResNet50TrainingSpec(_Model):
                                    info: ValidationInfo) -> PodTemplate | None:
         if template is None:
             return None
-        gpu = info.data.get("gpu_resource_name") or "nvidia.com/gpu"
+        gpu = info.data.get("gpu_resource_name") if info.data.get("gpus_per_node") else None
         given = template.model_dump(by_alias=True)
         found = overrides.problems(given, gpu)
         if found:

@@ -150,8 +150,8 @@ def test_master_done_before_the_worker_is_still_running():
                                                "pod")), True, "PreemptionByScheduler",
                      id="preempted-143"),
         pytest.param(pod(1, "Failed", exit_code=2, container_reason="Error",
-                         disruption=Disruption("WorkloadEvicted", "Preempted")), True,
-                     "WorkloadEvicted", id="condition-wins-over-an-exit-code"),
+                         disruption=Disruption("WorkloadEvictedDueToPreempted", "Preempted")), True,
+                     "WorkloadEvictedDueToPreempted", id="condition-wins-over-an-exit-code"),
         pytest.param(pod(1, "Failed", exit_code=2, container_reason="Error"), False,
                      "ConfigurationError", id="config-error-2"),
         pytest.param(pod(1, "Failed", exit_code=3, container_reason="Error"), False,
@@ -168,7 +168,7 @@ def test_failures_are_classified(failed, retryable, reason):
     failure = classify(failed)
     assert (failure.retryable, failure.reason) == (retryable, reason)
     assert failure.disruption == (reason in ("Evicted", "NodeLost", "PreemptionByScheduler",
-                                             "WorkloadEvicted"))
+                                             "WorkloadEvictedDueToPreempted"))
 
 
 def test_healthy_pods_are_not_failures():
@@ -190,10 +190,10 @@ def test_observe_the_disruption_target_condition():
     assert observe_pod(body).disruption is None
     # Kueue (v0.17) marks the pods of a workload it stops with a condition of its own.
     body["status"]["conditions"] = [{
-        "type": "TerminationTarget", "status": "True", "reason": "WorkloadEvicted",
+        "type": "TerminationTarget", "status": "True", "reason": "WorkloadEvictedDueToPreempted",
         "message": "Preempted to accommodate a workload (UID: 1) due to prioritization in "
                    "the ClusterQueue", "lastTransitionTime": "2026-11-22T12:00:00Z"}]
-    assert observe_pod(body).disruption.reason == "WorkloadEvicted"
+    assert observe_pod(body).disruption.reason == "WorkloadEvictedDueToPreempted"
 
 
 def test_after_a_disruption_the_next_attempt_starts_once_the_old_pods_are_gone():

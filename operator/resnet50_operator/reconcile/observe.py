@@ -27,7 +27,7 @@ def parse_time(text: str | None) -> dt.datetime | None:
 
 
 # Kubernetes' condition on a pod it is taking away, and Kueue's (v0.17) on the pods of a
-# workload it stops (reason WorkloadEvicted on preemption, with Kueue's message).
+# workload it stops (reason WorkloadEvictedDueToPreempted on preemption, with its message).
 DISRUPTION_CONDITIONS = ("DisruptionTarget", "TerminationTarget")
 
 
@@ -37,7 +37,7 @@ class Disruption:
     eviction, a preemption, a NoExecute taint, the pod GC, the kubelet, Kueue), before the
     pod's containers get SIGTERM."""
 
-    reason: str  # EvictionByEvictionAPI, PreemptionByScheduler, ..., WorkloadEvicted
+    reason: str  # EvictionByEvictionAPI, PreemptionByScheduler, ..., WorkloadEvictedDueToPreempted
     message: str
     since: dt.datetime | None = None  # lastTransitionTime: when the disruption began
 

@@ -424,10 +424,11 @@ def _why_waiting(p: Pass, running: int) -> tuple[str, str]:
     current, total = p.current, p.size
     gated = [pod for pod in current if gang.KUEUE_GATE in pod.gates]
     if gated:
+        why = f": {p.gang.pending}" if p.gang.pending else ""
         return "WaitingForAdmission", (
             f"waiting for admission in Kueue LocalQueue {p.spec.scheduling.gang.queue}: "
             f"{len(gated)} of {total} pods gated; none is placed until the whole group "
-            "fits the queue's quota")
+            f"fits the queue's quota{why}")
     if p.gang.unschedulable:
         reason, message = p.gang.unschedulable
         return reason, f"PodGroup {p.t.name}: {message}"
