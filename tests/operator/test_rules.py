@@ -392,6 +392,15 @@ def test_gang_ready(status, spec, seen, decided, reason, created):
         assert again[3] == []  # told once
 
 
+def test_pods_a_gang_scheduler_holds_are_looked_at_each_sweep():
+    held = {"phase": "Pending", "pods_created": True, "attempt_start_time": at(-5)}
+    assert rules.next_wakeup(training(KUEUE), ResNet50TrainingStatus(**held)) == NOW - \
+        dt.timedelta(seconds=5)
+    assert rules.next_wakeup(training(), ResNet50TrainingStatus(**held)) is None
+    running = {**held, "phase": "Running"}
+    assert rules.next_wakeup(training(KUEUE), ResNet50TrainingStatus(**running)) is None
+
+
 def test_a_missing_gang_scheduler_says_which_and_is_looked_at_again_each_sweep():
     _, _, st, _ = apply(rules.gang_ready, NOT_CREATED, [], KUEUE, gang=GangView(installed=False))
     running = next(c for c in st.conditions if c.type == "Running")

@@ -449,7 +449,8 @@ def next_wakeup(t: render.Training, status: ResNet50TrainingStatus) -> dt.dateti
     """When, with nothing else happening, a rule would decide differently: the end of a
     restart back-off (backing_off), the deadline (past_deadline), the TTL (finished), the
     startup timeout (readiness), the hang deadlines (failed), and at once while a refusal
-    that may pass keeps its pods from being created. None: only an event can."""
+    that may pass or a missing gang scheduler keeps its pods from being created, or a gang
+    scheduler holds them. None: only an event can."""
     policy, phase = t.spec.run_policy, status.phase
     times = [parse_time(status.restart_at)]
     started = parse_time(status.start_time)
@@ -467,6 +468,11 @@ def next_wakeup(t: render.Training, status: ResNet50TrainingStatus) -> dt.dateti
     waiting = find_condition(status.conditions, "Running")
     if waiting and waiting.reason in (*refusals.RETRIED, *GANG_PROBLEMS):  # try again now
         times.append(parse_time(waiting.last_transition_time) or dt.datetime.min.replace(
+            tzinfo=dt.timezone.utc))
+    elif t.spec.scheduling.gang.mode != "none" and phase == "Pending" and status.pods_created:
+        # What the gang scheduler says (Kueue's Workload, Volcano's PodGroup) is no event of
+        # the training or its pods: read it at every sweep while the pods wait.
+        times.append(parse_time(status.attempt_start_time) or dt.datetime.min.replace(
             tzinfo=dt.timezone.utc))
     return min((w for w in times if w is not None), default=None)
 
