@@ -2,10 +2,12 @@
 pod costs the steps since the last report, not an epoch.
 
 Kubernetes sends SIGTERM to the pod's first process and SIGKILL after the grace period;
-torchrun (launch.py) passes SIGTERM on to its workers. A worker marks it (StopSignal), the
-ranks agree on it in the all-reduce of the next report (engine.train_one_epoch), rank 0
-saves a mid-epoch checkpoint of that step, and every process exits with
-contract.EXIT_STOPPED. Ranks of other nodes, which got no signal, stop at the same step.
+torchrun (launch.py) passes SIGTERM on to its workers. Once training has started (before,
+there is nothing to save, and SIGTERM ends the process at once), a worker marks it
+(StopSignal), the ranks agree on it in the all-reduce of the next report
+(engine.train_one_epoch), rank 0 saves a mid-epoch checkpoint of that step, and every
+process exits with contract.EXIT_STOPPED. Ranks of other nodes, which got no signal, stop
+at the same step.
 """
 
 from __future__ import annotations

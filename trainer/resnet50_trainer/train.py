@@ -166,8 +166,7 @@ def compat_fields(cfg: TrainConfig, world_size: int, num_classes: int) -> dict[s
 
 def run(cfg: TrainConfig) -> None:
     """The whole run; raises Stopped when it stopped on SIGTERM after saving its state."""
-    stop = StopSignal()
-    stop.install()  # from the start: a SIGTERM while indexing is kept for the first report
+    stop = StopSignal()  # installed once training starts (Run.train)
     try:
         where = distributed.placement_from_env(cfg)
         validate_world(cfg, where.world_size)
@@ -370,6 +369,9 @@ class Run:
                 f"but an epoch now has {ctx.steps_per_epoch}: the training set changed; "
                 "use another --output-dir to start afresh")
         self.report.training(ctx.steps_per_epoch, ctx.peak_lr, ctx.warmup_epochs, t)
+        # From here a SIGTERM stops the run at the next report, with a checkpoint; before,
+        # there is nothing to save and the default (exit at once) is the right answer.
+        self.stop.install()
         final: EvalResult | None = None
         for epoch in range(t.epoch, cfg.epochs):
             done = t.epoch_steps  # after a mid-epoch checkpoint: its steps are not redone
