@@ -38,47 +38,21 @@ VOLCANO_CRD="${VOLCANO_DIR}/scheduling.volcano.sh_podgroups.yaml"
 STAMP="${OUT}/.built"
 WORK="${OUT}/build"
 
-log() { printf '[gang-crds %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  printf '\n[gang-crds] ERROR: %s\n' "$*" >&2
-  if [[ -d "${WORK}" ]]; then
-    printf '[gang-crds] the build tree is kept for inspection: %s\n' "${WORK}" >&2
-  fi
-  exit 1
-}
-trap 'die "command failed (exit $?) at ${BASH_SOURCE[0]}:${LINENO}: ${BASH_COMMAND}"' ERR
-
-force=0
-for arg in "$@"; do
-  case "${arg}" in
-    --force) force=1 ;;
-    -h|--help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument: ${arg} (usage: $0 [--force])" ;;
-  esac
-done
+BUILD_NAME="gang-crds"
+# shellcheck source=hack/lib/cached-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cached-build.sh"
+parse_build_args "$@"
 
 stamp_text() {
   printf 'scheduler-plugins=%s\nvolcano-apis=%s\ncontroller-tools=%s\n' \
     "${SCHEDULER_PLUGINS_VERSION}" "${VOLCANO_APIS_VERSION}" "${CONTROLLER_TOOLS_VERSION}"
 }
-if [[ ${force} -eq 0 && -f "${COSCHEDULING_CRD}" && -f "${VOLCANO_CRD}" && -f "${STAMP}" ]] \
-    && [[ "$(cat "${STAMP}")" == "$(stamp_text)" ]]; then
-  log "up to date: ${OUT}; --force fetches again"
-  exit 0
-fi
-
-mkdir -p "${OUT}" || die "cannot create ${OUT} (set RESNET50_GANG_CRDS_DIR to a writable directory)"
-exec 9>"${OUT}/.lock"
-flock 9
-command -v go >/dev/null 2>&1 || die "go is not on PATH"
-
-if [[ -d "${WORK}" ]]; then chmod -R u+w "${WORK}"; rm -rf "${WORK}"; fi
-mkdir -p "${WORK}"/{module,home,bin}
-# Go's caches and dot-files in the build tree, as hack/control-plane/build.sh keeps them.
-export HOME="${WORK}/home" GOPATH="${WORK}/gopath" GOMODCACHE="${WORK}/gopath/pkg/mod" \
-  GOCACHE="${WORK}/go-build" GOFLAGS="-mod=mod" CGO_ENABLED=0
-export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
-unset GOBIN
+cache_complete() {
+  [[ -f "${COSCHEDULING_CRD}" && -f "${VOLCANO_CRD}" && -f "${STAMP}" ]] \
+    && [[ "$(cat "${STAMP}")" == "$(stamp_text)" ]]
+}
+build_once "${OUT}" cache_complete RESNET50_GANG_CRDS_DIR
+go_in_build_tree module bin
 
 # A served module's source directory in the module cache.
 module_dir() {

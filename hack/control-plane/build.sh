@@ -47,24 +47,10 @@ WORK="${CP_DIR}/build"
 K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 BINARIES=(etcd "${K8S_COMMANDS[@]}")
 
-log() { printf '[control-plane build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  printf '\n[control-plane build] ERROR: %s\n' "$*" >&2
-  if [[ -d "${WORK}" ]]; then
-    printf '[control-plane build] the build tree is kept for inspection: %s\n' "${WORK}" >&2
-  fi
-  exit 1
-}
-trap 'die "command failed (exit $?) at ${BASH_SOURCE[0]}:${LINENO}: ${BASH_COMMAND}"' ERR
-
-force=0
-for arg in "$@"; do
-  case "${arg}" in
-    --force) force=1 ;;
-    -h|--help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument: ${arg} (usage: $0 [--force])" ;;
-  esac
-done
+BUILD_NAME="control-plane build"
+# shellcheck source=hack/lib/cached-build.sh
+source "${here}/../lib/cached-build.sh"
+parse_build_args "$@"
 [[ ${K8S_VERSION} =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] \
   || die "the Kubernetes version must be a release such as v1.37.2, not '${K8S_VERSION}'"
 K8S_MINOR=${BASH_REMATCH[1]}
@@ -79,36 +65,14 @@ cache_complete() {
   done
 }
 
-if [[ ${force} -eq 0 ]] && cache_complete; then
-  log "up to date: ${BIN_DIR} (stamp ${STAMP}); --force rebuilds"
-  exit 0
-fi
-
-mkdir -p "${CP_DIR}" || die "cannot create ${CP_DIR} (set RESNET50_CONTROL_PLANE_DIR to a writable directory)"
-
-# One build at a time per cache directory; a second caller waits, then finds the stamp.
-exec 9>"${CP_DIR}/.lock"
-if ! flock -n 9; then
-  log "another build holds ${CP_DIR}/.lock; waiting for it"
-  flock 9
-fi
-if [[ ${force} -eq 0 ]] && cache_complete; then
-  log "up to date (built by the other run): ${BIN_DIR}"
-  exit 0
-fi
+build_once "${CP_DIR}" cache_complete RESNET50_CONTROL_PLANE_DIR
 
 command -v go >/dev/null 2>&1 || die "go is not on PATH (Go >= 1.26 builds Kubernetes ${K8S_VERSION})"
 started=$(date +%s)
 log "building Kubernetes ${K8S_VERSION} and etcd ${ETCD_VERSION} into ${CP_DIR}"
 
-if [[ -d "${WORK}" ]]; then chmod -R u+w "${WORK}"; rm -rf "${WORK}"; fi
-mkdir -p "${WORK}"/{kubernetes,etcd,home} "${BIN_DIR}"
-# Keep go's caches and dot-files in the build tree: nothing lands in the user's home.
-export HOME="${WORK}/home" GOPATH="${WORK}/gopath" GOMODCACHE="${WORK}/gopath/pkg/mod" \
-  GOCACHE="${WORK}/go-build" GOFLAGS="-mod=mod" CGO_ENABLED=0
-export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
-unset GOBIN
-log "$(go version) (GOTOOLCHAIN=${GOTOOLCHAIN:-default}), GOPROXY=${GOPROXY}"
+go_in_build_tree kubernetes etcd
+mkdir -p "${BIN_DIR}"
 
 # --- 1. Kubernetes: a module that pins every staging module to its release -------------
 cd "${WORK}/kubernetes"

@@ -52,24 +52,10 @@ WORK="${KUEUE_DIR}/build"
 CONFIG_FILES=(crd/kustomization.yaml webhook/manifests.yaml rbac/role.yaml
   manager/controller_manager_config.yaml)
 
-log() { printf '[kueue build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  printf '\n[kueue build] ERROR: %s\n' "$*" >&2
-  if [[ -d "${WORK}" ]]; then
-    printf '[kueue build] the build tree is kept for inspection: %s\n' "${WORK}" >&2
-  fi
-  exit 1
-}
-trap 'die "command failed (exit $?) at ${BASH_SOURCE[0]}:${LINENO}: ${BASH_COMMAND}"' ERR
-
-force=0
-for arg in "$@"; do
-  case "${arg}" in
-    --force) force=1 ;;
-    -h|--help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument: ${arg} (usage: $0 [--force])" ;;
-  esac
-done
+BUILD_NAME="kueue build"
+# shellcheck source=hack/lib/cached-build.sh
+source "${here}/../lib/cached-build.sh"
+parse_build_args "$@"
 [[ ${KUEUE_VERSION} =~ ^v0\.[0-9]+\.[0-9]+$ ]] \
   || die "the Kueue version must be a release such as v0.17.0, not '${KUEUE_VERSION}'"
 
@@ -84,36 +70,14 @@ cache_complete() {
   done
 }
 
-if [[ ${force} -eq 0 ]] && cache_complete; then
-  log "up to date: ${KUEUE_DIR} (stamp ${STAMP}); --force rebuilds"
-  exit 0
-fi
-
-mkdir -p "${KUEUE_DIR}" || die "cannot create ${KUEUE_DIR} (set RESNET50_KUEUE_DIR to a writable directory)"
-
-# One build at a time per cache directory; a second caller waits, then finds the stamp.
-exec 9>"${KUEUE_DIR}/.lock"
-if ! flock -n 9; then
-  log "another build holds ${KUEUE_DIR}/.lock; waiting for it"
-  flock 9
-fi
-if [[ ${force} -eq 0 ]] && cache_complete; then
-  log "up to date (built by the other run): ${KUEUE_DIR}"
-  exit 0
-fi
+build_once "${KUEUE_DIR}" cache_complete RESNET50_KUEUE_DIR
 
 command -v go >/dev/null 2>&1 || die "go is not on PATH (Go >= 1.25 builds Kueue ${KUEUE_VERSION})"
 started=$(date +%s)
 log "building Kueue ${KUEUE_VERSION} into ${KUEUE_DIR}"
 
-if [[ -d "${WORK}" ]]; then chmod -R u+w "${WORK}"; rm -rf "${WORK}"; fi
-mkdir -p "${WORK}"/{module,home} "${KUEUE_DIR}/bin"
-# Keep go's caches and dot-files in the build tree: nothing lands in the user's home.
-export HOME="${WORK}/home" GOPATH="${WORK}/gopath" GOMODCACHE="${WORK}/gopath/pkg/mod" \
-  GOCACHE="${WORK}/go-build" GOFLAGS="-mod=mod" CGO_ENABLED=0
-export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
-unset GOBIN
-log "$(go version) (GOTOOLCHAIN=${GOTOOLCHAIN:-default}), GOPROXY=${GOPROXY}"
+go_in_build_tree module
+mkdir -p "${KUEUE_DIR}/bin"
 
 # --- 1. The module's source: its go.mod, and the files we copy ---------------------------
 cd "${WORK}/module"
