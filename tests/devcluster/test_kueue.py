@@ -11,12 +11,12 @@ namespace and ClusterQueue; they share one control plane, Kueue and node simulat
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kube import wait_for
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -70,18 +70,6 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
 # --------------------------------------------------------------------------- helpers
 
 
-def poll(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
-    """Wait for check() to return something truthy: observed state, never a bare sleep."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
 def create_cluster_object(cluster: Cluster, plural: str, kind: str, name: str,
                           fields: dict[str, Any]) -> None:
     cluster.objects.create_cluster_custom_object(GROUP, VERSION, plural, {
@@ -104,7 +92,7 @@ def make_queue(cluster: Cluster, namespace: str, cluster_queue: str,
     cluster.objects.create_namespaced_custom_object(GROUP, VERSION, namespace, "localqueues", {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "LocalQueue",
         "metadata": {"name": "trainings"}, "spec": {"clusterQueue": cluster_queue}})
-    poll(f"ClusterQueue {cluster_queue} Active", lambda: condition(
+    wait_for(f"ClusterQueue {cluster_queue} Active", lambda: condition(
         cluster.objects.get_cluster_custom_object(GROUP, VERSION, "clusterqueues",
                                                   cluster_queue), "Active", "True"))
 
@@ -184,7 +172,7 @@ def condition(obj: dict[str, Any] | None, kind: str, status: str) -> dict[str, A
 
 def workload_condition(cluster: Cluster, namespace: str, name: str, kind: str,
                        status: str) -> dict[str, Any]:
-    return poll(f"Workload {name} {kind}={status}",
+    return wait_for(f"Workload {name} {kind}={status}",
                 lambda: condition(workload(cluster, namespace, name), kind, status))
 
 
@@ -197,7 +185,7 @@ def clean_up(cluster: Cluster, namespace: str) -> None:
         cluster.objects.delete_namespaced_custom_object(GROUP, VERSION, namespace,
                                                         "workloads", wl["metadata"]["name"])
     cluster.core.delete_collection_namespaced_pod(namespace)
-    poll(f"no pods left in {namespace}",
+    wait_for(f"no pods left in {namespace}",
          lambda: not cluster.core.list_namespaced_pod(namespace).items)
 
 
@@ -226,7 +214,7 @@ def test_a_group_waits_gated_for_quota_and_runs_when_the_first_ends(cluster, tmp
     assert created[0].metadata.labels[MANAGED] == "true"
 
     # A fits the 16 GPUs: admitted, ungated, bound, running.
-    group_a = poll("group A running", lambda: running(cluster, ns, ["a-0", "a-1"]))
+    group_a = wait_for("group A running", lambda: running(cluster, ns, ["a-0", "a-1"]))
     for pod in group_a:
         assert gates(pod) == set() and pod.spec.node_name
         assert pod.metadata.labels["kueue.x-k8s.io/cluster-queue-name"] == "gpu-16"
@@ -252,11 +240,11 @@ def test_a_group_waits_gated_for_quota_and_runs_when_the_first_ends(cluster, tmp
 
     # A's pods exit 0: its Workload finishes, its pods lose the finalizer, B runs.
     finish_a.touch()
-    poll("group B running", lambda: running(cluster, ns, ["b-0", "b-1"]))
+    wait_for("group B running", lambda: running(cluster, ns, ["b-0", "b-1"]))
     finished = workload_condition(cluster, ns, "group-a", "Finished", "True")
     assert (finished["reason"], finished["message"]) == ("Succeeded", "Pods succeeded: 2/2.")
     for name in ("a-0", "a-1"):
-        pod = poll(f"{name} finalized", lambda n=name: (
+        pod = wait_for(f"{name} finalized", lambda n=name: (
             lambda p: p if p.status.phase == "Succeeded" and not p.metadata.finalizers else None
         )(read_pod(cluster, ns, n)))
         assert pod.metadata.deletion_timestamp is None  # Kueue leaves finished pods be
@@ -268,15 +256,15 @@ def test_a_higher_priority_group_preempts_a_lower_one_which_comes_back(cluster, 
     make_queue(cluster, ns, "gpu-16-preempting", {"withinClusterQueue": "LowerPriority"})
     finish_high = tmp_path / "high-done"
     create_group(cluster, ns, ["low-0", "low-1"], "low", sleeper(), priority="low")
-    poll("the low group running", lambda: running(cluster, ns, ["low-0", "low-1"]))
+    wait_for("the low group running", lambda: running(cluster, ns, ["low-0", "low-1"]))
 
     create_group(cluster, ns, ["high-0", "high-1"], "high", until_exists(finish_high),
                  priority="high")
-    poll("the high group running", lambda: running(cluster, ns, ["high-0", "high-1"]))
+    wait_for("the high group running", lambda: running(cluster, ns, ["high-0", "high-1"]))
 
     # The low group's pods: marked, deleted (so nodesim stopped them), kept by the finalizer.
     for name in ("low-0", "low-1"):
-        pod = poll(f"{name} stopped", lambda n=name: (
+        pod = wait_for(f"{name} stopped", lambda n=name: (
             lambda p: p if p.status.phase == "Failed" else None)(read_pod(cluster, ns, n)))
         target = pod_condition(pod, "TerminationTarget")
         assert (target.status, target.reason) == ("True", "WorkloadEvictedDueToPreempted")
@@ -299,11 +287,11 @@ def test_a_higher_priority_group_preempts_a_lower_one_which_comes_back(cluster, 
     # Replacement pods of the same group (new names) are the same Workload: gated until the
     # high group ends, then admitted, and the preempted pods are finalized at last.
     create_group(cluster, ns, ["low-2", "low-3"], "low", sleeper(), priority="low")
-    poll("the replacements gated", lambda: all(
+    wait_for("the replacements gated", lambda: all(
         ADMISSION_GATE in gates(read_pod(cluster, ns, n)) for n in ("low-2", "low-3")))
     finish_high.touch()
-    poll("the replacements running", lambda: running(cluster, ns, ["low-2", "low-3"]))
-    poll("the preempted pods gone", lambda: read_pod(cluster, ns, "low-0") is None
+    wait_for("the replacements running", lambda: running(cluster, ns, ["low-2", "low-3"]))
+    wait_for("the preempted pods gone", lambda: read_pod(cluster, ns, "low-0") is None
          and read_pod(cluster, ns, "low-1") is None)
     assert condition(workload(cluster, ns, "low"), "Admitted", "True")
     assert [w["metadata"]["name"] for w in cluster.objects.list_namespaced_custom_object(
@@ -317,10 +305,10 @@ def test_a_preempted_group_blocks_a_group_under_a_new_name_until_its_workload_go
     make_queue(cluster, ns, "gpu-16-renamed", {"withinClusterQueue": "LowerPriority"})
     finish_high = tmp_path / "high-done"
     create_group(cluster, ns, ["old-0", "old-1"], "attempt-1", sleeper(), priority="low")
-    poll("attempt 1 running", lambda: running(cluster, ns, ["old-0", "old-1"]))
+    wait_for("attempt 1 running", lambda: running(cluster, ns, ["old-0", "old-1"]))
     create_group(cluster, ns, ["high-0", "high-1"], "high", until_exists(finish_high),
                  priority="high")
-    poll("the high group running", lambda: running(cluster, ns, ["high-0", "high-1"]))
+    wait_for("the high group running", lambda: running(cluster, ns, ["high-0", "high-1"]))
     workload_condition(cluster, ns, "attempt-1", "Evicted", "True")
 
     # New pods under a new group name are a new Workload, queued behind attempt-1's...
@@ -336,6 +324,6 @@ def test_a_preempted_group_blocks_a_group_under_a_new_name_until_its_workload_go
     # Deleting the stale Workload finalizes its pods and frees the quota for attempt-2.
     cluster.objects.delete_namespaced_custom_object(GROUP, VERSION, ns, "workloads",
                                                     "attempt-1")
-    poll("attempt 2 running", lambda: running(cluster, ns, ["new-0", "new-1"]))
+    wait_for("attempt 2 running", lambda: running(cluster, ns, ["new-0", "new-1"]))
     assert read_pod(cluster, ns, "old-0") is None and read_pod(cluster, ns, "old-1") is None
     clean_up(cluster, ns)
