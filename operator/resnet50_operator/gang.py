@@ -55,11 +55,14 @@ class GangApi:
 
 APIS = {
     "kueue": GangApi("Kueue", "kueue.x-k8s.io", "v1beta2", "localqueues", "LocalQueue"),
-    "kueue-workload": GangApi("Kueue", "kueue.x-k8s.io", "v1beta2", "workloads", "Workload"),
     "volcano": GangApi("Volcano", "scheduling.volcano.sh", "v1beta1", "podgroups", "PodGroup"),
     "coscheduling": GangApi("the coscheduling plugin (scheduler-plugins)", "scheduling.x-k8s.io",
                             "v1alpha1", "podgroups", "PodGroup"),
 }
+
+
+# Where Kueue says why it holds a group (kueue_pending).
+KUEUE_WORKLOADS = GangApi("Kueue", "kueue.x-k8s.io", "v1beta2", "workloads", "Workload")
 
 
 def mode(t: Training) -> str:

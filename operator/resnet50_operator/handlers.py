@@ -299,7 +299,8 @@ def _observe_gang(memo: kopf.Memo, t: render.Training, status: ResNet50TrainingS
                   pods: list[reconcile.PodView]) -> reconcile.GangView | None:
     """The gang scheduler of spec.scheduling.gang, read only while it matters: before the
     pods of an attempt are created (is it installed, is the queue or the PodGroup there)
-    and while some wait to be scheduled (the PodGroup's reason)."""
+    and while some wait to be scheduled (the PodGroup's reason, or the reason in the
+    attempt's Kueue Workload)."""
     mode = gang.mode(t)
     waiting = any(p.phase == "Pending" for p in pods if p.attempt == status.attempt)
     if mode == "none" or (status.pods_created and not waiting):
@@ -308,7 +309,7 @@ def _observe_gang(memo: kopf.Memo, t: render.Training, status: ResNet50TrainingS
     name = t.spec.scheduling.gang.queue if mode == "kueue" else t.name
     if mode == "kueue" and status.pods_created:  # why Kueue holds the attempt's group
         return reconcile.GangView(pending=gang.kueue_pending(_get_or_empty(
-            memo, gang.APIS["kueue-workload"], t.namespace,
+            memo, gang.KUEUE_WORKLOADS, t.namespace,
             gang.kueue_group_name(t, status.attempt))))
     try:
         found = memo.custom.get_namespaced_custom_object(api.group, api.version, t.namespace,
