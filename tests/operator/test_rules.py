@@ -436,6 +436,13 @@ def test_readiness_fails_past_the_startup_timeout():
     assert next(c for c in st.conditions if c.type == "Failed").reason == "StartupTimeout"
 
 
+def test_a_training_waiting_in_kueues_queue_is_not_past_its_startup_timeout():
+    gated = [pod(i, "Pending", gates=("kueue.x-k8s.io/admission",)) for i in (0, 1)]
+    _, _, st, _ = apply(rules.readiness, {"phase": "Pending", "attempt_start_time": at(-600)},
+                        gated, {**KUEUE, "runPolicy": {"startupTimeoutSeconds": 60}})
+    assert st.phase == "Pending"
+
+
 @pytest.mark.parametrize(("status", "run_policy", "wakeup"), [
     ({"phase": "Pending"}, {}, None),  # only an event can change it
     ({"phase": "Restarting", "restart_at": at(30)}, {}, at(30)),

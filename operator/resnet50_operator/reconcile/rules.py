@@ -397,7 +397,8 @@ def readiness(p: Pass) -> bool:
     reason, message = _why_waiting(p, len(running))
     timeout = p.spec.run_policy.startup_timeout_seconds
     created = parse_time(p.status.attempt_start_time)
-    if timeout and created and p.now >= created + dt.timedelta(seconds=timeout):
+    queued = reason == "WaitingForAdmission"  # a queue's wait is no failure to start
+    if timeout and created and not queued and p.now >= created + dt.timedelta(seconds=timeout):
         p.finish(False, "StartupTimeout", f"not every pod ran within startupTimeoutSeconds "
                  f"({timeout} s): {message}", p.current)
         return True
