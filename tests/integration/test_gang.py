@@ -3,7 +3,7 @@ installed holds the pods back and says so; the PodGroups of Volcano and coschedu
 rendered, are valid objects of their real CRDs (hack/gang-crds.sh) and created before the
 pods; a PodGroup's own reason reaches the training's status. Neither scheduler runs here:
 the PodGroup's status is written by the test, as Volcano's controller would. Kueue's own
-tests, with its controller running: tests/e2e/test_kueue.py."""
+tests, with its controller running: tests/e2e/test_gang_admission.py."""
 
 from __future__ import annotations
 
