@@ -98,7 +98,8 @@ def test_every_example_is_accepted_and_defaulted(api, namespace, path):
     assert spec["restartPolicy"]["maxRestarts"] == body["spec"]["restartPolicy"]["maxRestarts"]
     assert spec["gpuResourceName"] == "nvidia.com/gpu"  # filled in by the schema's default
     assert spec["runPolicy"] == {"suspend": False, "progressDeadlineSeconds": 1800,
-                                 "firstProgressDeadlineSeconds": 3600}
+                                 "firstProgressDeadlineSeconds": 3600,
+                                 "terminationGracePeriodSeconds": 120}
 
 
 # ------------------------------------------------------------------ the operator
