@@ -159,7 +159,7 @@ def train_one_epoch(ctx: StepContext, loader, epoch: int, first_step: int,
     for i, (images, targets) in enumerate(loader, start=done):
         data_seconds += time.perf_counter() - end
         step = first_step + i
-        seed_step(cfg.seed, step, rank)
+        seed_step(cfg.seed, step, rank, device)
         loss = train_step(ctx, images, targets, step)
         if ctx.ema is not None and (step + 1) % cfg.model_ema_steps == 0:
             ctx.ema.update_parameters(ctx.model)

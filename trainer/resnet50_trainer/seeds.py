@@ -28,10 +28,13 @@ def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
     return derive(seed, "sample", epoch, rank, position)
 
 
-def seed_step(seed: int, step: int, rank: int) -> None:
-    """Seed this process's streams (Python, the CPU and every GPU) for global step `step`."""
+def seed_step(seed: int, step: int, rank: int, device: torch.device) -> None:
+    """Seed this process's streams (Python's, the CPU's and `device`'s) for global step
+    `step`. Not torch.manual_seed, which visits every backend: 0.6 ms a step."""
     value = derive(seed, "step", step, rank)
-    torch.manual_seed(value)
+    torch.default_generator.manual_seed(value)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(value)  # this process's GPU only
     random.seed(value)
 
 
