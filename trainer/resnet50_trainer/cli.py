@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 
 from resnet50_trainer.config import parse_config
-from resnet50_trainer.contract import EXIT_STOPPED
+from resnet50_trainer.contract import EXIT_STOPPED, SIGNAL_EXIT_BASE
 from resnet50_trainer.errors import ConfigError, RankConfigError, TrainerError
 from resnet50_trainer.stopping import Stopped
 
@@ -32,7 +34,16 @@ def one_line(exc: TrainerError) -> str:
     return text
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(SIGNAL_EXIT_BASE + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
+    # A container's first process gets no default action for SIGTERM: without a handler a
+    # pod deleted while the trainer starts (importing torch, indexing) would wait for the
+    # grace period's SIGKILL. torchrun and the training loop set their own later.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     argv = list(sys.argv[1:] if argv is None else argv)
     _configure_logging(is_main=os.environ.get("RANK", "0") == "0")
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -136,9 +137,11 @@ def leave_the_process_group(worker_id: int) -> None:
     """A DataLoader worker leaves its training process's process group: torchrun stops a
     worker by signalling that whole group, and the training process needs its DataLoader
     workers until every rank has reached the step it stops at (stopping.py). Its own
-    shutdown signals each worker directly, and a worker whose training process is gone
-    exits by itself."""
+    shutdown signals each worker directly, which then ends at once (not the training
+    process's SIGTERM handler, which it inherited), and a worker whose training process is
+    gone exits by itself."""
     os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _train_order(cfg: TrainConfig, where: Placement, plan: _DiskPlan) -> TrainOrder:
