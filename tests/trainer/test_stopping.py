@@ -159,3 +159,50 @@ def test_sigterm_to_a_single_process_saves_and_exits_143(data, tmp_path):
     (line,) = err.splitlines()
     assert line.startswith("resnet50-train: stopped by SIGTERM at step ")
     assert checkpoint.load(out / checkpoint.MID_EPOCH_NAME)["step"] >= 1
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler (SigCgt in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+def namespace_pid_1(outer: int) -> int:
+    """The host PID of the first process in the PID namespace `outer` (unshare) made."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for child in Path(f"/proc/{outer}/task/{outer}/children").read_text().split():
+            return int(child)
+        time.sleep(0.05)
+    raise AssertionError("unshare started no process")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PID namespaces are Linux's")
+def test_sigterm_ends_a_starting_trainer_that_is_the_first_process_of_its_pid_namespace(
+        data, tmp_path):
+    # A container's entrypoint is PID 1, which the kernel gives no default action for
+    # SIGTERM: without its own handler a trainer deleted while starting (importing torch)
+    # would wait for the grace period's SIGKILL.
+    unshare = ["unshare", "--pid", "--fork", "--kill-child"]
+    if os.geteuid() != 0:
+        unshare.insert(1, "--map-root-user")
+    if subprocess.run([*unshare, "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare cannot make a PID namespace here")
+    outer = subprocess.Popen([*unshare, *cmd(data, tmp_path / "out")], env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        trainer = namespace_pid_1(outer.pid)
+        deadline = time.monotonic() + 60
+        while not catches_sigterm(trainer):
+            assert time.monotonic() < deadline, "the trainer never handled SIGTERM"
+            time.sleep(0.01)
+        os.kill(trainer, signal.SIGTERM)
+        assert outer.wait(timeout=30) == contract.EXIT_STOPPED
+    finally:
+        outer.kill()
+        log = outer.communicate()[0]
+    # Stopped while starting, before any step: nothing to save (the training's own handler,
+    # installed once it starts, would have saved the step it reached).
+    assert not list((tmp_path / "out").glob("*.pt")), log
