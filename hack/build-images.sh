@@ -156,20 +156,26 @@ if [ "${#ca_files[@]}" -gt 0 ]; then
     BUILD_FLAGS+=(--build-arg "EXTRA_CA_CERTS=$(cat "${ca_files[@]}")")
 fi
 
+# The stages whose layers are worth keeping as cache (the venvs: 6 GB of torch) are tagged
+# like the images, and every build here is labelled: the build a tag named before becomes an
+# untagged image and is pruned with its layers, so docker holds one build, not one per
+# change of pyproject.toml. Untagged images not built here are left alone.
+BUILT_BY=dev.resnet50-operator.built-by=build-images.sh
+declare -A STAGES=([operator]="wheel operator-venv" [trainer]="wheel trainer-deps")
 declare -A SECONDS_TAKEN
 for target in "${TARGETS[@]}"; do
     tag=resnet50-operator/$target:$VERSION
     log "building $tag (target $target, FROM $BASE_IMAGE)"
     start=$SECONDS
-    docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" "${BUILD_FLAGS[@]}" \
-        --target "$target" --tag "$tag" "$ROOT"
+    for stage in ${STAGES[$target]} "$target"; do
+        stage_tag=resnet50-operator/stage:$stage
+        [ "$stage" = "$target" ] && stage_tag=$tag
+        docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" "${BUILD_FLAGS[@]}" \
+            --label "$BUILT_BY" --target "$stage" --tag "$stage_tag" "$ROOT"
+    done
     SECONDS_TAKEN[$target]=$((SECONDS - start))
-    # The build this tag named before is now an untagged image: its own layers go (6 GB of
-    # the trainer's venv), not the cached layers of the stages before it.
-    docker image prune --force --filter \
-        "label=org.opencontainers.image.title=$(docker image inspect --format \
-            '{{index .Config.Labels "org.opencontainers.image.title"}}' "$tag")" >/dev/null
 done
+docker image prune --force --filter "label=$BUILT_BY" >/dev/null
 
 # --- 5. into containerd ------------------------------------------------------------
 if [ -n "${LOAD_INTO_CONTAINERD:-}" ]; then
