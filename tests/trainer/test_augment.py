@@ -17,6 +17,7 @@ from resnet50_trainer.data import (
     build_loaders,
     discover,
     index_cache,
+    layouts,
     train_crop_size_at,
     train_transform,
     val_transform,
@@ -29,7 +30,9 @@ POLICIES = ["ra", "ta_wide", "augmix", "imagenet", "cifar10", "svhn"]
 
 
 def config(*args, data_path=None):
-    where = ["--data-path", str(data_path)] if data_path else ["--synthetic"]
+    # No dataset index unless a test asks: it would land in the default --output-dir.
+    where = ["--data-path", str(data_path), "--no-cache-dataset"] if data_path else [
+        "--synthetic"]
     return parse_config([*where, "-b", "4", "-j", "0", *CROPS, *args])
 
 
@@ -302,11 +305,11 @@ def test_index_is_written_then_read(tmp_path, folder_dataset, counted_discover, 
     cached = out / "dataset-index.json"
     first = index_cache.cached_discover(folder_dataset, None, out, is_main=True)
     assert len(counted_discover) == 1 and cached.is_file()
-    assert f"dataset index written to {cached}" in caplog.messages
+    assert any(m.startswith(f"dataset index written to {cached}:") for m in caplog.messages)
     assert not list(out.glob(".*tmp*"))
     second = index_cache.cached_discover(folder_dataset, None, out, is_main=True)
     assert len(counted_discover) == 1 and second == first == discover(folder_dataset)
-    assert f"dataset index read from {cached}" in caplog.messages
+    assert any(m.startswith(f"dataset index read from {cached}:") for m in caplog.messages)
     # Another --num-classes checks labels otherwise: indexed again.
     index_cache.cached_discover(folder_dataset, 5, out, is_main=True)
     assert len(counted_discover) == 2
@@ -344,11 +347,22 @@ def test_a_damaged_index_is_replaced(tmp_path, folder_dataset, counted_discover)
     assert len(counted_discover) == 1
 
 
-def test_loaders_use_the_cache_with_cache_dataset(tmp_path, folder_dataset, counted_discover):
+def test_loaders_keep_the_index_unless_told_not_to(tmp_path, folder_dataset, counted_discover):
     out = tmp_path / "out"
     for _ in range(2):
-        lo = loaders(folder_dataset, "--cache-dataset", "--output-dir", str(out))
-        assert lo.train_steps == 6
+        cfg = parse_config(["--data-path", str(folder_dataset), "-b", "4", "-j", "0", *CROPS,
+                            "--output-dir", str(out)])
+        assert build_loaders(cfg, Placement(0, 0, 1, CPU)).train_steps == 6
     assert len(counted_discover) == 1 and (out / "dataset-index.json").is_file()
-    loaders(folder_dataset, "--output-dir", str(tmp_path / "off"))
+    loaders(folder_dataset, "--output-dir", str(tmp_path / "off"))  # --no-cache-dataset
     assert not (tmp_path / "off").exists()
+
+
+def test_a_long_listing_reports_its_progress(folder_dataset, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger=layouts.__name__)
+    monkeypatch.setattr(layouts, "PROGRESS_SECONDS", 0.0)  # report after every class folder
+    discover(folder_dataset)
+    progress = [m for m in caplog.messages if m.startswith("indexing ")]
+    assert progress[0].startswith(f"indexing {folder_dataset / 'train'}: 1 of 3 class folders, ")
+    assert progress[-1].startswith(f"indexing {folder_dataset / 'val'}: 3 of 3 class folders, ")
+    assert all(m.endswith(" files/s") for m in progress)

@@ -125,8 +125,8 @@ def test_shards_cover_every_index_exactly_once(size, world):
 
 
 def test_loaders_shard_validation_exactly_and_training_evenly(odd_val_dataset):
-    cfg = parse_config(["--data-path", str(odd_val_dataset), "-b", "2", "-j", "0",
-                        "--train-crop-size", "32", "--val-resize-size", "32",
+    cfg = parse_config(["--data-path", str(odd_val_dataset), "--no-cache-dataset", "-b", "2",
+                        "-j", "0", "--train-crop-size", "32", "--val-resize-size", "32",
                         "--val-crop-size", "32"])
     per_rank = [build_loaders(cfg, Placement(rank, rank, 2, CPU)) for rank in range(2)]
     assert [lo.train_steps for lo in per_rank] == [2, 2]  # 8 images / (2 x 2)
@@ -135,7 +135,8 @@ def test_loaders_shard_validation_exactly_and_training_evenly(odd_val_dataset):
 
 
 def test_training_set_smaller_than_a_global_batch(folder_dataset):
-    cfg = parse_config(["--data-path", str(folder_dataset), "-b", "16", "-j", "0"])
+    cfg = parse_config(["--data-path", str(folder_dataset), "--no-cache-dataset", "-b", "16",
+                        "-j", "0"])
     with pytest.raises(ConfigError, match=r"24 images, fewer than one global batch \(16 per"):
         build_loaders(cfg, Placement(0, 0, 2, CPU))
 
@@ -223,7 +224,7 @@ def test_negative_label_names_its_line(tmp_path):
 
 def test_loaders_pass_num_classes_to_the_label_check(tmp_path):
     root = list_dataset(tmp_path, [0, 3])
-    args = ["--data-path", str(root), "-b", "2", "-j", "0"]
+    args = ["--data-path", str(root), "--no-cache-dataset", "-b", "2", "-j", "0"]
     with pytest.raises(ConfigError, match="2 missing: 1-2;"):
         build_loaders(parse_config(args), Placement(0, 0, 1, CPU))
     cfg = parse_config([*args, "--num-classes", "4"])

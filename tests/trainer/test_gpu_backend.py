@@ -21,8 +21,8 @@ CROPS = ["--train-crop-size", "32", "--val-resize-size", "36", "--val-crop-size"
 
 
 def loaders(data_path, *args, backend="gpu", rank=0, world=1):
-    cfg = parse_config(["--data-path", str(data_path), "--data-backend", backend, "-b", "4",
-                        "-j", "0", *CROPS, *args])
+    cfg = parse_config(["--data-path", str(data_path), "--no-cache-dataset", "--data-backend",
+                        backend, "-b", "4", "-j", "0", *CROPS, *args])
     return build_loaders(cfg, Placement(rank, rank, world, CPU))
 
 

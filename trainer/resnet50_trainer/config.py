@@ -71,7 +71,7 @@ class TrainConfig:
     progressive_resize_from: int | None = None
     progressive_resize_ramp: tuple[float, float] = (0.75, 0.875)
     use_v2: bool = False  # torchvision.transforms.v2 in the pytorch backend
-    cache_dataset: bool = False
+    cache_dataset: bool = True
     workers: int = 8
     # Model
     model: str = "resnet50"

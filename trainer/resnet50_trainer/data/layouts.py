@@ -13,7 +13,9 @@ names it (an AccessError when this uid may not read it).
 from __future__ import annotations
 
 import codecs
+import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,10 @@ from resnet50_trainer.errors import ConfigError, access_error
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 Sample = tuple[str, int]
+# A scan of a network file system can take minutes: say how far it got this often.
+PROGRESS_SECONDS = 10.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ def _class_folders(split_dir: Path) -> list[str]:
 
 def _scan(split_dir: Path, classes: list[str]) -> list[Sample]:
     samples: list[Sample] = []
+    started = last_report = time.monotonic()
     for label, name in enumerate(classes):
         files = sorted(
             e.path
@@ -117,6 +124,12 @@ def _scan(split_dir: Path, classes: list[str]) -> list[Sample]:
         if not files:
             raise ConfigError(f"class folder {split_dir / name} holds no images")
         samples.extend((path, label) for path in files)
+        now = time.monotonic()
+        if now - last_report >= PROGRESS_SECONDS:
+            last_report = now
+            log.info("indexing %s: %d of %d class folders, %d files, %.0f files/s",
+                     split_dir, label + 1, len(classes), len(samples),
+                     len(samples) / (now - started))
     return samples
 
 

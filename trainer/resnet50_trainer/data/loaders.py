@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -110,13 +111,15 @@ class _DiskPlan:
 
 
 def _plan_disk_loaders(cfg: TrainConfig, where: Placement) -> _DiskPlan:
+    started = time.monotonic()
     if cfg.cache_dataset:
         index = cached_discover(cfg.data_path or "", cfg.num_classes, cfg.output_dir,
                                 where.is_main)
     else:
         index = discover(cfg.data_path or "", cfg.num_classes)
-    log.info("Dataset %s (%s layout): %d training and %d validation images, %d classes",
-             cfg.data_path, index.layout, len(index.train), len(index.val), index.num_classes)
+    log.info("Dataset %s (%s layout): %d training and %d validation images, %d classes "
+             "(indexed in %.1f s)", cfg.data_path, index.layout, len(index.train),
+             len(index.val), index.num_classes, time.monotonic() - started)
     batch = cfg.per_process_batch(where.world_size)
     global_batch = batch * where.world_size
     if len(index.train) < global_batch:
