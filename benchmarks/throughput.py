@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from resnet50_trainer.config import PRECISIONS, TrainConfig
+from resnet50_trainer.config import COMPILE_MODES, PRECISIONS, TrainConfig
 from resnet50_trainer.data import BACKENDS, IMAGENET_MEAN, IMAGENET_STD
 from resnet50_trainer.distributed import Placement
 from resnet50_trainer.engine import StepContext, train_step
@@ -72,24 +72,36 @@ SPECTRUM_SLOPE = 1.1
 
 @dataclass(frozen=True)
 class Mode:
+    """A precision, "+cl" (channels_last), "+compile" or "+compile=MODE" (torch.compile,
+    --compile-mode), and "+foreach": the multi-tensor SGD instead of the trainer's fused
+    one on CUDA (what the fused kernel is worth)."""
+
     precision: str
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"
+    foreach: bool = False
 
     @property
     def name(self) -> str:
+        compiled = "compile" if self.compile_mode == "default" else f"compile={self.compile_mode}"
         return "+".join([self.precision] + ["cl"] * self.channels_last
-                        + ["compile"] * self.compile)
+                        + [compiled] * self.compile + ["foreach"] * self.foreach)
 
     @classmethod
     def parse(cls, name: str) -> Mode:
         precision, *flags = name.split("+")
-        if precision not in PRECISIONS or not set(flags) <= {"cl", "compile"}:
+        compiled = [f for f in flags if f == "compile" or f.startswith("compile=")]
+        compile_mode = (compiled[0].partition("=")[2] or "default") if compiled else "default"
+        if (precision not in PRECISIONS or compile_mode not in COMPILE_MODES
+                or not set(flags) - set(compiled) <= {"cl", "foreach"} or len(compiled) > 1):
             raise ValueError(f"unknown mode {name!r}: a precision ({', '.join(PRECISIONS)}) "
-                             "with optional +cl and +compile, e.g. amp+cl+compile")
-        return cls(precision, "cl" in flags, "compile" in flags)
+                             "with optional +cl, +compile or +compile=MODE (MODE one of "
+                             f"{', '.join(COMPILE_MODES)}) and +foreach, e.g. amp+cl+compile")
+        return cls(precision, "cl" in flags, bool(compiled), compile_mode, "foreach" in flags)
 
 
+# The default sweep: every precision with and without channels_last and torch.compile.
 ALL_MODES = tuple(Mode(p, cl, c) for p in PRECISIONS for cl in (False, True)
                   for c in (False, True))
 
@@ -288,6 +300,7 @@ def trainer_config(s: Settings, mode: Mode, backend: str) -> TrainConfig:
         model=s.model,
         channels_last=mode.channels_last,
         compile=mode.compile,
+        compile_mode=mode.compile_mode,
         precision=mode.precision,
         device=s.device.type,
         batch_size=s.batch_size,
@@ -308,7 +321,9 @@ def build_trainer_context(s: Settings, mode: Mode, steps_per_epoch: int,
     configure_device(s.device)
     torch.manual_seed(s.seed)
     model = build_training_model(cfg, where, s.num_classes)
-    optimizer = build_optimizer(model, cfg, s.device)
+    # build_optimizer fuses SGD on CUDA only: asked for a CPU, it gives the same parameter
+    # groups with the multi-tensor (foreach) update.
+    optimizer = build_optimizer(model, cfg, torch.device("cpu") if mode.foreach else s.device)
     ctx = build_step_context(cfg, where, model, optimizer, build_scaler(cfg, s.device),
                              steps_per_epoch, s.num_classes)
     ctx.model.train()

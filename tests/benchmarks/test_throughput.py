@@ -7,6 +7,7 @@ No test here asserts a speed: figures on a shared CPU say nothing about a GPU.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,24 @@ def test_modes_cover_every_combination_and_parse_back():
     assert all(throughput.Mode.parse(n).name == n for n in names)
     with pytest.raises(ValueError, match="unknown mode 'fp16'"):
         throughput.Mode.parse("fp16")
+
+
+@pytest.mark.parametrize(("name", "compile_mode", "foreach"), [
+    ("amp+cl+compile=reduce-overhead", "reduce-overhead", False),
+    ("bf16+compile=max-autotune-no-cudagraphs+foreach", "max-autotune-no-cudagraphs", True),
+    ("fp32+foreach", "default", True),
+])
+def test_compile_modes_and_the_unfused_optimizer_parse_back(name, compile_mode, foreach):
+    mode = throughput.Mode.parse(name)
+    assert (mode.compile_mode, mode.foreach, mode.name) == (compile_mode, foreach, name)
+    cfg = throughput.trainer_config(settings(), mode, "synthetic")
+    assert cfg.compile_mode == compile_mode
+
+
+@pytest.mark.parametrize("name", ["amp+compile=fast", "amp+compile+compile", "amp+fused"])
+def test_unknown_compile_modes_and_flags_are_refused(name):
+    with pytest.raises(ValueError, match=f"unknown mode '{re.escape(name)}'"):
+        throughput.Mode.parse(name)
 
 
 def test_command_line_runs_as_a_script_and_rejects_jpeg_data_without_a_set():

@@ -95,11 +95,20 @@ def test_torchvision_scheduler_names_are_accepted():
         ([*SYNTH, "--nnodes", "2", "--node-rank", "2"], "--node-rank must be in 0..1"),
         ([*SYNTH, "--lr-scheduler", "poly"], "invalid choice 'poly'"),
         ([*SYNTH, "--no-such-option"], "unrecognized arguments: --no-such-option"),
+        ([*SYNTH, "--compile-mode", "reduce-overhead"],
+         "^--compile-mode reduce-overhead needs --compile$"),
+        ([*SYNTH, "--compile", "--compile-mode", "fast"], "invalid choice: 'fast'"),
     ],
 )
 def test_bad_options_are_configuration_errors(argv, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(argv)
+
+
+def test_compile_mode_goes_with_compile():
+    cfg = parse_config([*SYNTH, "--compile", "--compile-mode", "reduce-overhead"])
+    assert (cfg.compile, cfg.compile_mode) == (True, "reduce-overhead")
+    assert parse_config(SYNTH).compile_mode == "default"
 
 
 def test_global_batch_must_cover_and_divide_the_world():

@@ -45,6 +45,10 @@ PET_VARIABLES = {
     "PET_MASTER_PORT": "master_port",
 }
 
+# torch.compile's modes: reduce-overhead adds CUDA graphs; the max-autotune ones search
+# kernel configurations (minutes of compiling).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -81,6 +85,7 @@ class TrainConfig:
     zero_init_residual: bool = True
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"
     precision: str = "fp32"
     sync_bn: bool = False
     # Placement and launch
@@ -351,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction,
         help="NHWC memory format")
     add("--compile", dest="compile", action=argparse.BooleanOptionalAction, help="torch.compile")
+    add("--compile-mode", dest="compile_mode", choices=COMPILE_MODES,
+        help="torch.compile's mode, with --compile: reduce-overhead adds CUDA graphs, "
+             "max-autotune searches kernels (minutes of compiling)")
     add("--precision", dest="precision", choices=PRECISIONS,
         help="amp = fp16 autocast with a GradScaler; bf16 = bf16 autocast")
     g.add_argument("--amp", dest="precision", action="store_const", const="amp",
@@ -522,6 +530,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("--data-path is required (or --synthetic for generated data)")
     if cfg.workers < 0:
         raise ConfigError(f"--workers must not be negative, got {cfg.workers}")
+    if cfg.compile_mode != "default" and not cfg.compile:
+        raise ConfigError(f"--compile-mode {cfg.compile_mode} needs --compile")
     if cfg.lr_steps is not None and list(cfg.lr_steps) != sorted(set(cfg.lr_steps)):
         raise ConfigError(f"--lr-steps must increase, got {' '.join(map(str, cfg.lr_steps))}")
     if cfg.lr_warmup_epochs is not None and cfg.lr_warmup_epochs >= cfg.epochs:

@@ -96,7 +96,7 @@ def build_step_context(
     return StepContext(
         cfg=cfg,
         where=where,
-        model=torch.compile(wrapped) if cfg.compile else wrapped,
+        model=torch.compile(wrapped, mode=cfg.compile_mode) if cfg.compile else wrapped,
         optimizer=optimizer,
         scaler=scaler,
         criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
