@@ -51,4 +51,5 @@ test: setup control-plane kueue gang-crds
 lint: setup
 	$(BIN)/ruff check trainer operator tests benchmarks devcluster
 	$(BIN)/ruff check hack/real-node/runc-oom-floor
-	shellcheck -x --source-path=hack hack/*.sh hack/lib/*.sh hack/control-plane/*.sh hack/kueue/*.sh
+	shellcheck -x --source-path=hack hack/*.sh hack/lib/*.sh hack/control-plane/*.sh hack/kueue/*.sh \
+		benchmarks/*.sh
