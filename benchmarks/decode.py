@@ -808,15 +808,11 @@ def format_table(results: Sequence[dict], node_cores: int, gpus: int, gpu_rate: 
 
 
 def machine() -> dict:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": name, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "platform": platform.platform(), "load_average": os.getloadavg()}
+    from throughput import cpu_name  # the parent has torch; see write_jpeg
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)), "platform": platform.platform(),
+            "load_average": os.getloadavg()}
 
 
 def _positive(text: str) -> int:

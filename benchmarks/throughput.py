@@ -428,18 +428,21 @@ def describe_jpegs(root: Path) -> dict:
 # ---------------------------------------------------------------- the run
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def device_info(device: torch.device) -> dict:
     if device.type == "cuda":
         return {"type": "cuda", "name": torch.cuda.get_device_name(device),
                 "memory_bytes": torch.cuda.get_device_properties(device).total_memory}
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"type": "cpu", "name": name, "cores": os.cpu_count(),
+    return {"type": "cpu", "name": cpu_name(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
 
 
